@@ -1,0 +1,44 @@
+//! Elman RNN cell (PyTorch `nn.RNN`): h' = act(W_ih x + b_ih + W_hh h + b_hh),
+//! act = tanh or relu.
+
+use super::Cell;
+use crate::float::Float;
+
+/// Elman cell; `relu` selects relu instead of tanh.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Elman {
+    pub relu: bool,
+}
+
+impl<F: Float> Cell<F> for Elman {
+    const GATES: usize = 1;
+    const HAS_C: bool = false;
+
+    #[inline]
+    fn step_forward(&self, gx: &[F], gh: &[F], _h_prev: &[F], _c_prev: &[F], act: &mut [F], h: &mut [F], _c: &mut [F]) {
+        for j in 0..h.len() {
+            let pre = gx[j] + gh[j];
+            let v = if self.relu { pre.max(F::zero()) } else { pre.tanh() };
+            act[j] = v;
+            h[j] = v;
+        }
+    }
+
+    #[inline]
+    fn step_backward(
+        &self, _act: &[F], _gh: &[F], _h_prev: &[F], _c_prev: &[F], h: &[F], _c: &[F],
+        dh: &[F], _dc: &mut [F], dgx: &mut [F], dgh: &mut [F], dh_prev: &mut [F],
+    ) {
+        for j in 0..h.len() {
+            // h = tanh(pre)  =>  dpre = dh * (1 - h^2);  h = relu(pre)  =>  dpre = dh * [h > 0]
+            let d = if self.relu {
+                if h[j] > F::zero() { dh[j] } else { F::zero() }
+            } else {
+                dh[j] * (F::one() - h[j] * h[j])
+            };
+            dgx[j] = d;
+            dgh[j] = d;
+            dh_prev[j] = F::zero();
+        }
+    }
+}

@@ -1,0 +1,77 @@
+//! GRU cell (PyTorch `nn.GRU`), gates in PyTorch's row order r, z, n:
+//!   r = σ(W_ir x + b_ir + W_hr h + b_hr)
+//!   z = σ(W_iz x + b_iz + W_hz h + b_hz)
+//!   n = tanh(W_in x + b_in + r ⊙ (W_hn h + b_hn))
+//!   h' = (1 - z) ⊙ n + z ⊙ h
+//! The reset gate multiplies the recurrent product *including* its bias, as
+//! PyTorch computes it, so `gh` (W_hh h + b_hh) is kept for the backward pass.
+
+use super::Cell;
+use crate::float::Float;
+
+/// GRU gate blocks in the row order of `weight_ih` / `weight_hh`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GruGate {
+    R = 0,
+    Z = 1,
+    N = 2,
+}
+
+impl GruGate {
+    /// First row of this gate's block for hidden size `h`.
+    pub const fn offset(self, h: usize) -> usize {
+        self as usize * h
+    }
+}
+
+/// The GRU cell.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Gru;
+
+impl<F: Float> Cell<F> for Gru {
+    const GATES: usize = 3;
+    const HAS_C: bool = false;
+
+    #[inline]
+    fn step_forward(&self, gx: &[F], gh: &[F], h_prev: &[F], _c_prev: &[F], act: &mut [F], h: &mut [F], _c: &mut [F]) {
+        let m = h.len();
+        let (or, oz, on) = (GruGate::R.offset(m), GruGate::Z.offset(m), GruGate::N.offset(m));
+        for j in 0..m {
+            let r = (gx[or + j] + gh[or + j]).sigmoid();
+            let z = (gx[oz + j] + gh[oz + j]).sigmoid();
+            let n = (gx[on + j] + r * gh[on + j]).tanh();
+            act[or + j] = r;
+            act[oz + j] = z;
+            act[on + j] = n;
+            h[j] = (F::one() - z) * n + z * h_prev[j];
+        }
+    }
+
+    #[inline]
+    fn step_backward(
+        &self, act: &[F], gh: &[F], h_prev: &[F], _c_prev: &[F], h: &[F], _c: &[F],
+        dh: &[F], _dc: &mut [F], dgx: &mut [F], dgh: &mut [F], dh_prev: &mut [F],
+    ) {
+        let m = h.len();
+        let (or, oz, on) = (GruGate::R.offset(m), GruGate::Z.offset(m), GruGate::N.offset(m));
+        for j in 0..m {
+            let (r, z, n) = (act[or + j], act[oz + j], act[on + j]);
+            // h' = (1 - z) * n + z * h
+            let dn = dh[j] * (F::one() - z);
+            let dz = dh[j] * (h_prev[j] - n);
+            dh_prev[j] = dh[j] * z;
+            // n = tanh(gx_n + r * gh_n)
+            let dpn = dn * (F::one() - n * n);
+            let dr = dpn * gh[on + j];
+            // r = σ(pre_r), z = σ(pre_z)
+            let dpr = dr * r * (F::one() - r);
+            let dpz = dz * z * (F::one() - z);
+            dgx[or + j] = dpr;
+            dgx[oz + j] = dpz;
+            dgx[on + j] = dpn;
+            dgh[or + j] = dpr;
+            dgh[oz + j] = dpz;
+            dgh[on + j] = dpn * r;
+        }
+    }
+}

@@ -1,0 +1,86 @@
+//! LSTM cell (PyTorch `nn.LSTM`), gates in PyTorch's row order i, f, g, o:
+//!   i = σ(pre_i)  f = σ(pre_f)  g = tanh(pre_g)  o = σ(pre_o)
+//!   c' = f ⊙ c + i ⊙ g          h' = o ⊙ tanh(c')
+//! with pre = W_ih x + b_ih + W_hh h + b_hh.
+
+use super::Cell;
+use crate::float::Float;
+
+/// LSTM gate blocks in the row order of `weight_ih` / `weight_hh`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LstmGate {
+    I = 0,
+    F = 1,
+    G = 2,
+    O = 3,
+}
+
+impl LstmGate {
+    /// First row of this gate's block for hidden size `h`.
+    pub const fn offset(self, h: usize) -> usize {
+        self as usize * h
+    }
+}
+
+/// The LSTM cell.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Lstm;
+
+impl<F: Float> Cell<F> for Lstm {
+    const GATES: usize = 4;
+    const HAS_C: bool = true;
+
+    #[inline]
+    fn step_forward(&self, gx: &[F], gh: &[F], _h_prev: &[F], c_prev: &[F], act: &mut [F], h: &mut [F], c: &mut [F]) {
+        let n = h.len();
+        let (oi, of, og, oo) = (LstmGate::I.offset(n), LstmGate::F.offset(n), LstmGate::G.offset(n), LstmGate::O.offset(n));
+        for j in 0..n {
+            let i = (gx[oi + j] + gh[oi + j]).sigmoid();
+            let f = (gx[of + j] + gh[of + j]).sigmoid();
+            let g = (gx[og + j] + gh[og + j]).tanh();
+            let o = (gx[oo + j] + gh[oo + j]).sigmoid();
+            act[oi + j] = i;
+            act[of + j] = f;
+            act[og + j] = g;
+            act[oo + j] = o;
+            let cn = f * c_prev[j] + i * g;
+            c[j] = cn;
+            h[j] = o * cn.tanh();
+        }
+    }
+
+    #[inline]
+    fn step_backward(
+        &self, act: &[F], _gh: &[F], _h_prev: &[F], c_prev: &[F], h: &[F], c: &[F],
+        dh: &[F], dc: &mut [F], dgx: &mut [F], dgh: &mut [F], dh_prev: &mut [F],
+    ) {
+        let n = h.len();
+        let (oi, of, og, oo) = (LstmGate::I.offset(n), LstmGate::F.offset(n), LstmGate::G.offset(n), LstmGate::O.offset(n));
+        for j in 0..n {
+            let (i, f, g, o) = (act[oi + j], act[of + j], act[og + j], act[oo + j]);
+            let tc = c[j].tanh();
+            // h' = o * tanh(c')
+            let do_ = dh[j] * tc;
+            let dct = dc[j] + dh[j] * o * (F::one() - tc * tc);
+            // c' = f * c + i * g
+            let di = dct * g;
+            let dg = dct * i;
+            let df = dct * c_prev[j];
+            dc[j] = dct * f;
+            // i = σ(pre_i), f = σ(pre_f), g = tanh(pre_g), o = σ(pre_o)
+            let dpi = di * i * (F::one() - i);
+            let dpf = df * f * (F::one() - f);
+            let dpg = dg * (F::one() - g * g);
+            let dpo = do_ * o * (F::one() - o);
+            dgx[oi + j] = dpi;
+            dgx[of + j] = dpf;
+            dgx[og + j] = dpg;
+            dgx[oo + j] = dpo;
+            dgh[oi + j] = dpi;
+            dgh[of + j] = dpf;
+            dgh[og + j] = dpg;
+            dgh[oo + j] = dpo;
+            dh_prev[j] = F::zero();
+        }
+    }
+}

@@ -1,0 +1,95 @@
+//! The three classic cells as PyTorch defines them. Each cell file pairs the
+//! element-wise step forward with its backward; the matrix products (input
+//! projection for all steps, one fused recurrent product per step) live in
+//! `network`, which drives any cell through the `Cell` trait.
+//!
+//! Shape legend used across the crate: B batch, T time, I input, H hidden,
+//! G gates (1 Elman, 4 LSTM, 3 GRU), D directions, L layers.
+
+pub mod elman;
+pub mod gru;
+pub mod lstm;
+
+use crate::float::Float;
+use serde::{Deserialize, Serialize};
+
+pub use elman::Elman;
+pub use gru::{Gru, GruGate};
+pub use lstm::{Lstm, LstmGate};
+
+/// Which cell a network uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CellKind {
+    /// Elman RNN, h' = tanh(W_ih x + b_ih + W_hh h + b_hh).
+    RnnTanh,
+    /// Elman RNN with relu instead of tanh.
+    RnnRelu,
+    /// LSTM, gates i, f, g, o.
+    Lstm,
+    /// GRU, gates r, z, n.
+    Gru,
+}
+
+impl CellKind {
+    /// Gate blocks G: the fused weights have G*H rows.
+    pub fn gates(self) -> usize {
+        match self {
+            CellKind::RnnTanh | CellKind::RnnRelu => 1,
+            CellKind::Lstm => 4,
+            CellKind::Gru => 3,
+        }
+    }
+
+    /// Whether the state has a cell vector c besides h.
+    pub fn has_c(self) -> bool {
+        self == CellKind::Lstm
+    }
+
+    /// Parses the names used by the CLI and the fixtures.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "rnn" | "rnn_tanh" | "tanh" | "elman" => Some(CellKind::RnnTanh),
+            "rnn_relu" | "relu" => Some(CellKind::RnnRelu),
+            "lstm" => Some(CellKind::Lstm),
+            "gru" => Some(CellKind::Gru),
+            _ => None,
+        }
+    }
+
+    /// Short name (PyTorch module it matches in parentheses in docs).
+    pub fn name(self) -> &'static str {
+        match self {
+            CellKind::RnnTanh => "rnn_tanh",
+            CellKind::RnnRelu => "rnn_relu",
+            CellKind::Lstm => "lstm",
+            CellKind::Gru => "gru",
+        }
+    }
+}
+
+/// The element-wise part of one recurrent step, for one sequence (one row of
+/// the batch) of H units. `gx` is the input pre-activation W_ih x + b_ih [G*H],
+/// `gh` the recurrent one W_hh h + b_hh [G*H]; both were produced by fused
+/// matrix products over all gates.
+pub trait Cell<F: Float>: Copy + Send + Sync {
+    /// G: gate blocks, in the order of `weight_ih` rows.
+    const GATES: usize;
+    /// Whether the state carries a cell vector c.
+    const HAS_C: bool;
+
+    /// One step: writes the gate activations `act` [G*H], the new hidden
+    /// state `h` [H] and (LSTM) cell state `c` [H].
+    #[allow(clippy::too_many_arguments)]
+    fn step_forward(&self, gx: &[F], gh: &[F], h_prev: &[F], c_prev: &[F], act: &mut [F], h: &mut [F], c: &mut [F]);
+
+    /// Differentiates `step_forward`. Takes dL/dh [H] and dL/dc [H] (in
+    /// `dc`, replaced by dL/dc_prev), writes the gradients of the two
+    /// pre-activations `dgx`, `dgh` [G*H], and the part of dL/dh_prev that
+    /// does not flow through W_hh (`dh_prev` [H], overwritten).
+    #[allow(clippy::too_many_arguments)]
+    fn step_backward(
+        &self, act: &[F], gh: &[F], h_prev: &[F], c_prev: &[F], h: &[F], c: &[F],
+        dh: &[F], dc: &mut [F], dgx: &mut [F], dgh: &mut [F], dh_prev: &mut [F],
+    );
+}

@@ -1,0 +1,52 @@
+//! Typed errors of the library. Every variant names the values involved so a
+//! caller can print one line that tells the user what to fix.
+
+use thiserror::Error;
+
+/// Everything the library can refuse.
+#[derive(Debug, Error, Clone, PartialEq)]
+pub enum Error {
+    /// A buffer does not have the shape the operation needs.
+    #[error("shape mismatch for {what}: expected {expected}, got {got}")]
+    Shape { what: String, expected: String, got: String },
+
+    /// A configuration value is outside its allowed range.
+    #[error("invalid {what} = {value}: {reason}")]
+    Config { what: String, value: String, reason: String },
+
+    /// A per-sequence length is 0 or longer than the padded length.
+    #[error("invalid length {length} for sequence {index}: lengths must be in 1..={seq_len}")]
+    Length { index: usize, length: usize, seq_len: usize },
+
+    /// A token id is outside the vocabulary.
+    #[error("token {token} at position {position} is outside the vocabulary of size {vocab}")]
+    Token { token: usize, position: usize, vocab: usize },
+
+    /// A class target is outside 0..classes (and is not the ignore index).
+    #[error("class target {target} at position {position} is outside 0..{classes}")]
+    Class { target: i64, position: usize, classes: usize },
+
+    /// A parameter name is unknown, or a named tensor has the wrong shape.
+    #[error("parameter {name}: {problem}")]
+    Param { name: String, problem: String },
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Shorthand for a shape error.
+pub(crate) fn shape_err(what: impl Into<String>, expected: impl ToString, got: impl ToString) -> Error {
+    Error::Shape { what: what.into(), expected: expected.to_string(), got: got.to_string() }
+}
+
+/// Shorthand for a configuration error.
+pub(crate) fn config_err(what: impl Into<String>, value: impl ToString, reason: impl Into<String>) -> Error {
+    Error::Config { what: what.into(), value: value.to_string(), reason: reason.into() }
+}
+
+/// Checks that a buffer holds exactly `expected` elements.
+pub(crate) fn check_len(what: &str, len: usize, expected: usize, shape: &str) -> Result<()> {
+    if len != expected {
+        return Err(shape_err(what, format!("{shape} = {expected} elements"), format!("{len} elements")));
+    }
+    Ok(())
+}
