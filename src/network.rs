@@ -1,0 +1,494 @@
+//! Stacked, optionally bidirectional recurrent layers over padded
+//! variable-length batches, as PyTorch's `nn.RNN` / `nn.LSTM` / `nn.GRU` on
+//! packed sequences. `rnn_forward` returns an explicit cache that
+//! `rnn_backward` consumes; backward walks the same loops in reverse.
+//!
+//! Layout: everything inside is time-major and row-major: x [T, B, I],
+//! outputs [T, B, D*H], states [L*D, B, H] (index l*D + d, as PyTorch).
+//!
+//! Speed by design: the input projection of all T steps is one GEMM; each step
+//! does one fused GEMM of the previous state with all G gate blocks of W_hh;
+//! the weight gradients are one GEMM each over all steps after the sweep; all
+//! per-step buffers are sized before the time loop.
+
+use crate::cells::{Cell, CellKind, Elman, Gru, Lstm};
+use crate::error::{config_err, shape_err, Error, Result};
+use crate::float::Float;
+use crate::linalg::{add_rows, gemm, sum_rows_into, Tr};
+use crate::params::ParamTable;
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+/// Shape and kind of a stack of recurrent layers.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RnnConfig {
+    pub cell: CellKind,
+    pub input_size: usize,
+    pub hidden_size: usize,
+    pub num_layers: usize,
+    pub bidirectional: bool,
+    pub bias: bool,
+    /// Dropout probability on the outputs of every layer but the last (training only).
+    pub dropout: f64,
+}
+
+impl RnnConfig {
+    /// A one-layer, unidirectional network with biases and no dropout.
+    pub fn new(cell: CellKind, input_size: usize, hidden_size: usize) -> Self {
+        RnnConfig { cell, input_size, hidden_size, num_layers: 1, bidirectional: false, bias: true, dropout: 0.0 }
+    }
+
+    /// D: number of directions.
+    pub fn dirs(&self) -> usize {
+        if self.bidirectional {
+            2
+        } else {
+            1
+        }
+    }
+
+    /// Width of the output features, D*H.
+    pub fn output_size(&self) -> usize {
+        self.dirs() * self.hidden_size
+    }
+
+    /// Input width of layer `l`.
+    pub fn layer_input(&self, l: usize) -> usize {
+        if l == 0 {
+            self.input_size
+        } else {
+            self.output_size()
+        }
+    }
+
+    /// Rejects zero sizes and a dropout outside [0, 1).
+    pub fn validate(&self) -> Result<()> {
+        for (what, v) in [("input_size", self.input_size), ("hidden_size", self.hidden_size), ("num_layers", self.num_layers)] {
+            if v == 0 {
+                return Err(config_err(what, v, "must be at least 1"));
+            }
+        }
+        if !(self.dropout >= 0.0 && self.dropout < 1.0) {
+            return Err(config_err("dropout", self.dropout, "must be in [0, 1)"));
+        }
+        Ok(())
+    }
+}
+
+/// Indices into the parameter table of one (layer, direction). A missing bias
+/// is `usize::MAX`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DirParams {
+    /// weight_ih [G*H, I_l]
+    pub w_ih: usize,
+    /// weight_hh [G*H, H]
+    pub w_hh: usize,
+    /// bias_ih [G*H]
+    pub b_ih: usize,
+    /// bias_hh [G*H]
+    pub b_hh: usize,
+}
+
+/// Registers the parameters of `cfg` in `table` under PyTorch's names
+/// (`{prefix}weight_ih_l{k}[_reverse]` ...), in PyTorch's order. Returns one
+/// `DirParams` per (layer, direction), index l*D + d.
+pub fn register_params(table: &mut ParamTable, prefix: &str, cfg: &RnnConfig) -> Vec<DirParams> {
+    let gh = cfg.cell.gates() * cfg.hidden_size;
+    let mut out = Vec::new();
+    for l in 0..cfg.num_layers {
+        for d in 0..cfg.dirs() {
+            let sfx = if d == 1 { "_reverse" } else { "" };
+            let w_ih = table.push(format!("{prefix}weight_ih_l{l}{sfx}"), &[gh, cfg.layer_input(l)]);
+            let w_hh = table.push(format!("{prefix}weight_hh_l{l}{sfx}"), &[gh, cfg.hidden_size]);
+            let (b_ih, b_hh) = if cfg.bias {
+                (table.push(format!("{prefix}bias_ih_l{l}{sfx}"), &[gh]), table.push(format!("{prefix}bias_hh_l{l}{sfx}"), &[gh]))
+            } else {
+                (usize::MAX, usize::MAX)
+            };
+            out.push(DirParams { w_ih, w_hh, b_ih, b_hh });
+        }
+    }
+    out
+}
+
+/// What one (layer, direction) keeps for its backward pass. Buffers are in
+/// *processing* order s (s = t forward, s = T-1-t for the reverse direction).
+#[derive(Clone, Debug)]
+pub struct DirCache<F> {
+    /// Gate activations [T, B, G*H].
+    pub act: Vec<F>,
+    /// Recurrent pre-activation W_hh h + b_hh [T, B, G*H] (GRU needs its n block).
+    pub gh: Vec<F>,
+    /// Hidden states [T+1, B, H]; h[0] is the initial state.
+    pub h: Vec<F>,
+    /// Cell states [T+1, B, H] (LSTM; empty otherwise).
+    pub c: Vec<F>,
+}
+
+/// Everything `rnn_forward` computed that `rnn_backward` needs.
+#[derive(Clone, Debug)]
+pub struct RnnCache<F> {
+    /// T
+    pub seq_len: usize,
+    /// B
+    pub batch: usize,
+    /// Per-sequence valid lengths [B] (0 allowed internally: the state passes through).
+    pub lengths: Vec<usize>,
+    /// Input of each layer [T, B, I_l] (after dropout for l > 0).
+    pub inputs: Vec<Vec<F>>,
+    /// Dropout mask applied to the input of layer l > 0 [T, B, D*H], already
+    /// scaled by 1/(1-p); empty when no dropout was applied.
+    pub masks: Vec<Vec<F>>,
+    /// Per (layer, direction), index l*D + d.
+    pub dirs: Vec<DirCache<F>>,
+    /// Output of the top layer [T, B, D*H], zero past each length.
+    pub output: Vec<F>,
+}
+
+/// Final states of the network, [L*D, B, H] each (c empty unless LSTM).
+#[derive(Clone, Debug, PartialEq)]
+pub struct RnnState<F> {
+    pub h: Vec<F>,
+    pub c: Vec<F>,
+}
+
+/// Gradients with respect to the inputs of `rnn_forward`.
+#[derive(Clone, Debug)]
+pub struct RnnInputGrads<F> {
+    /// dL/dx [T, B, I] (empty unless asked for).
+    pub dx: Vec<F>,
+    /// dL/dh0 [L*D, B, H].
+    pub dh0: Vec<F>,
+    /// dL/dc0 [L*D, B, H] (LSTM; empty otherwise).
+    pub dc0: Vec<F>,
+}
+
+/// Checks per-sequence lengths: each must be in 1..=T.
+pub fn check_lengths(lengths: &[usize], batch: usize, seq_len: usize) -> Result<()> {
+    if lengths.len() != batch {
+        return Err(shape_err("lengths", format!("[{batch}] (one per sequence)"), format!("[{}]", lengths.len())));
+    }
+    for (index, &length) in lengths.iter().enumerate() {
+        if length == 0 || length > seq_len {
+            return Err(Error::Length { index, length, seq_len });
+        }
+    }
+    Ok(())
+}
+
+/// Forward pass of the stacked network.
+///
+/// `x` [T, B, I]; `lengths` [B] (each 0..=T; 0 means the sequence takes no
+/// step, as happens to a finished sequence inside a truncated-BPTT window);
+/// `h0`, `c0` [L*D, B, H] (empty means zeros); `dropout_rng` is `Some` in
+/// training, when dropout applies.
+#[allow(clippy::too_many_arguments)]
+pub fn rnn_forward<F: Float, R: Rng>(
+    cfg: &RnnConfig, table: &ParamTable, dirp: &[DirParams], params: &[F], x: &[F], seq_len: usize, batch: usize,
+    lengths: &[usize], h0: &[F], c0: &[F], dropout_rng: Option<&mut R>,
+) -> Result<(RnnCache<F>, RnnState<F>)> {
+    match cfg.cell {
+        CellKind::RnnTanh => forward_cell(Elman { relu: false }, cfg, table, dirp, params, x, seq_len, batch, lengths, h0, c0, dropout_rng),
+        CellKind::RnnRelu => forward_cell(Elman { relu: true }, cfg, table, dirp, params, x, seq_len, batch, lengths, h0, c0, dropout_rng),
+        CellKind::Lstm => forward_cell(Lstm, cfg, table, dirp, params, x, seq_len, batch, lengths, h0, c0, dropout_rng),
+        CellKind::Gru => forward_cell(Gru, cfg, table, dirp, params, x, seq_len, batch, lengths, h0, c0, dropout_rng),
+    }
+}
+
+/// Backward pass: consumes the cache of `rnn_forward`.
+///
+/// `dout` [T, B, D*H] is dL/d(output) (positions past a length are ignored);
+/// `dh_n`, `dc_n` [L*D, B, H] are dL/d(final states) (empty means zero).
+/// Parameter gradients are *added* to `grads` (laid out by `table`).
+#[allow(clippy::too_many_arguments)]
+pub fn rnn_backward<F: Float>(
+    cfg: &RnnConfig, table: &ParamTable, dirp: &[DirParams], params: &[F], cache: &RnnCache<F>, dout: &[F],
+    dh_n: &[F], dc_n: &[F], grads: &mut [F], want_dx: bool,
+) -> Result<RnnInputGrads<F>> {
+    match cfg.cell {
+        CellKind::RnnTanh => backward_cell(Elman { relu: false }, cfg, table, dirp, params, cache, dout, dh_n, dc_n, grads, want_dx),
+        CellKind::RnnRelu => backward_cell(Elman { relu: true }, cfg, table, dirp, params, cache, dout, dh_n, dc_n, grads, want_dx),
+        CellKind::Lstm => backward_cell(Lstm, cfg, table, dirp, params, cache, dout, dh_n, dc_n, grads, want_dx),
+        CellKind::Gru => backward_cell(Gru, cfg, table, dirp, params, cache, dout, dh_n, dc_n, grads, want_dx),
+    }
+}
+
+#[inline]
+fn time_of(d: usize, s: usize, seq_len: usize) -> usize {
+    if d == 0 {
+        s
+    } else {
+        seq_len - 1 - s
+    }
+}
+
+fn opt_view<'a, F>(table: &ParamTable, params: &'a [F], idx: usize) -> &'a [F] {
+    if idx == usize::MAX {
+        &[]
+    } else {
+        table.view(params, idx)
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn forward_cell<F: Float, C: Cell<F>, R: Rng>(
+    cell: C, cfg: &RnnConfig, table: &ParamTable, dirp: &[DirParams], params: &[F], x: &[F], seq_len: usize,
+    batch: usize, lengths: &[usize], h0: &[F], c0: &[F], mut dropout_rng: Option<&mut R>,
+) -> Result<(RnnCache<F>, RnnState<F>)> {
+    cfg.validate()?;
+    let (t_len, b, h) = (seq_len, batch, cfg.hidden_size);
+    let (nd, nl) = (cfg.dirs(), cfg.num_layers);
+    let g = C::GATES * h;
+    let dh_out = nd * h;
+    if t_len == 0 || b == 0 {
+        return Err(config_err(if t_len == 0 { "seq_len" } else { "batch" }, 0, "must be at least 1"));
+    }
+    crate::error::check_len("x", x.len(), t_len * b * cfg.input_size, &format!("[T={t_len}, B={b}, I={}]", cfg.input_size))?;
+    if lengths.len() != b || lengths.iter().any(|&l| l > t_len) {
+        return Err(shape_err("lengths", format!("[{b}] values in 0..={t_len}"), format!("{lengths:?}")));
+    }
+    let state_len = nl * nd * b * h;
+    if !h0.is_empty() {
+        crate::error::check_len("h0", h0.len(), state_len, &format!("[L*D={}, B={b}, H={h}]", nl * nd))?;
+    }
+    if !c0.is_empty() {
+        if !C::HAS_C {
+            return Err(config_err("c0", "given", "only an LSTM has a cell state"));
+        }
+        crate::error::check_len("c0", c0.len(), state_len, &format!("[L*D={}, B={b}, H={h}]", nl * nd))?;
+    }
+
+    let mut inputs: Vec<Vec<F>> = Vec::with_capacity(nl);
+    let mut masks: Vec<Vec<F>> = Vec::with_capacity(nl);
+    let mut dirs: Vec<DirCache<F>> = Vec::with_capacity(nl * nd);
+    let mut hn = vec![F::zero(); state_len];
+    let mut cn = if C::HAS_C { vec![F::zero(); state_len] } else { Vec::new() };
+    // Workspace reused by every (layer, direction): the input projection [T, B, G*H].
+    let mut gx = vec![F::zero(); t_len * b * g];
+    let mut layer_in: Vec<F> = x.to_vec();
+    let mut out: Vec<F> = Vec::new();
+    let p = cfg.dropout;
+    for l in 0..nl {
+        let i_l = cfg.layer_input(l);
+        // Dropout on the input of layer l > 0 (= the output of layer l-1), training only.
+        let mut mask = Vec::new();
+        if l > 0 && p > 0.0 {
+            if let Some(rng) = dropout_rng.as_deref_mut() {
+                let keep = F::of(1.0 / (1.0 - p));
+                mask = (0..layer_in.len()).map(|_| if rng.gen::<f64>() < p { F::zero() } else { keep }).collect();
+                for (v, m) in layer_in.iter_mut().zip(&mask) {
+                    *v *= *m;
+                }
+            }
+        }
+        out = vec![F::zero(); t_len * b * dh_out];
+        for d in 0..nd {
+            let dp = dirp[l * nd + d];
+            let w_ih = table.view(params, dp.w_ih);
+            let w_hh = table.view(params, dp.w_hh);
+            let b_ih = opt_view(table, params, dp.b_ih);
+            let b_hh = opt_view(table, params, dp.b_hh);
+            // gx = X W_ihᵀ + b_ih for all steps at once: [T*B, I] x [I, G*H]
+            gemm(t_len * b, i_l, g, F::one(), &layer_in, Tr::N, w_ih, Tr::T, F::zero(), &mut gx);
+            if !b_ih.is_empty() {
+                add_rows(&mut gx, b_ih);
+            }
+            let mut dc = DirCache {
+                act: vec![F::zero(); t_len * b * g],
+                gh: vec![F::zero(); t_len * b * g],
+                h: vec![F::zero(); (t_len + 1) * b * h],
+                c: if C::HAS_C { vec![F::zero(); (t_len + 1) * b * h] } else { Vec::new() },
+            };
+            let k = (l * nd + d) * b * h;
+            if !h0.is_empty() {
+                dc.h[..b * h].copy_from_slice(&h0[k..k + b * h]);
+            }
+            if !c0.is_empty() {
+                dc.c[..b * h].copy_from_slice(&c0[k..k + b * h]);
+            }
+            for s in 0..t_len {
+                let t = time_of(d, s, t_len);
+                let (h_done, h_next) = dc.h.split_at_mut((s + 1) * b * h);
+                let h_prev = &h_done[s * b * h..];
+                let h_next = &mut h_next[..b * h];
+                let gh_s = &mut dc.gh[s * b * g..(s + 1) * b * g];
+                // One fused product for all gates: gh = h_prev W_hhᵀ + b_hh  [B, H] x [H, G*H]
+                gemm(b, h, g, F::one(), h_prev, Tr::N, w_hh, Tr::T, F::zero(), gh_s);
+                if !b_hh.is_empty() {
+                    add_rows(gh_s, b_hh);
+                }
+                let (c_prev_all, c_next_all): (&[F], &mut [F]) = if C::HAS_C {
+                    let (a, bb) = dc.c.split_at_mut((s + 1) * b * h);
+                    (&a[s * b * h..], &mut bb[..b * h])
+                } else {
+                    (&[], &mut [])
+                };
+                let act_s = &mut dc.act[s * b * g..(s + 1) * b * g];
+                for r in 0..b {
+                    let hp = &h_prev[r * h..(r + 1) * h];
+                    let (cp, cnx): (&[F], &mut [F]) =
+                        if C::HAS_C { (&c_prev_all[r * h..(r + 1) * h], &mut c_next_all[r * h..(r + 1) * h]) } else { (&[], &mut []) };
+                    let hn_r = &mut h_next[r * h..(r + 1) * h];
+                    if t < lengths[r] {
+                        cell.step_forward(
+                            &gx[(t * b + r) * g..(t * b + r + 1) * g],
+                            &gh_s[r * g..(r + 1) * g],
+                            hp,
+                            cp,
+                            &mut act_s[r * g..(r + 1) * g],
+                            hn_r,
+                            cnx,
+                        );
+                        let o = (t * b + r) * dh_out + d * h;
+                        out[o..o + h].copy_from_slice(hn_r);
+                    } else {
+                        // Past this sequence's length: the state passes through unchanged.
+                        hn_r.copy_from_slice(hp);
+                        cnx.copy_from_slice(cp);
+                    }
+                }
+            }
+            hn[k..k + b * h].copy_from_slice(&dc.h[t_len * b * h..]);
+            if C::HAS_C {
+                cn[k..k + b * h].copy_from_slice(&dc.c[t_len * b * h..]);
+            }
+            dirs.push(dc);
+        }
+        inputs.push(std::mem::replace(&mut layer_in, out.clone()));
+        masks.push(mask);
+    }
+    let cache = RnnCache { seq_len: t_len, batch: b, lengths: lengths.to_vec(), inputs, masks, dirs, output: out };
+    Ok((cache, RnnState { h: hn, c: cn }))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn backward_cell<F: Float, C: Cell<F>>(
+    cell: C, cfg: &RnnConfig, table: &ParamTable, dirp: &[DirParams], params: &[F], cache: &RnnCache<F>, dout: &[F],
+    dh_n: &[F], dc_n: &[F], grads: &mut [F], want_dx: bool,
+) -> Result<RnnInputGrads<F>> {
+    let (t_len, b, h) = (cache.seq_len, cache.batch, cfg.hidden_size);
+    let (nd, nl) = (cfg.dirs(), cfg.num_layers);
+    let g = C::GATES * h;
+    let dh_out = nd * h;
+    let state_len = nl * nd * b * h;
+    crate::error::check_len("dout", dout.len(), t_len * b * dh_out, &format!("[T={t_len}, B={b}, D*H={dh_out}]"))?;
+    if !dh_n.is_empty() {
+        crate::error::check_len("dh_n", dh_n.len(), state_len, "[L*D, B, H]")?;
+    }
+    if !dc_n.is_empty() {
+        crate::error::check_len("dc_n", dc_n.len(), state_len, "[L*D, B, H]")?;
+    }
+    crate::error::check_len("grads", grads.len(), table.len(), "[number of parameters]")?;
+    let lengths = &cache.lengths;
+
+    let mut dh0 = vec![F::zero(); state_len];
+    let mut dc0 = if C::HAS_C { vec![F::zero(); state_len] } else { Vec::new() };
+    // Workspaces sized once.
+    let mut dgx = vec![F::zero(); t_len * b * g]; // [T, B, G*H], time order
+    let mut dgh = vec![F::zero(); t_len * b * g]; // [T, B, G*H], processing order
+    let mut dh = vec![F::zero(); b * h]; // dL/dh_s carried backwards [B, H]
+    let mut dhp = vec![F::zero(); b * h]; // dL/dh_{s-1} being assembled [B, H]
+    let mut dcs = vec![F::zero(); if C::HAS_C { b * h } else { 0 }];
+    let mut dlayer: Vec<F> = dout.to_vec(); // dL/d(output of layer l) [T, B, D*H]
+    let mut dx = Vec::new();
+    for l in (0..nl).rev() {
+        let i_l = cfg.layer_input(l);
+        let x_l = &cache.inputs[l];
+        let need_dx = l > 0 || want_dx;
+        let mut dxl = if need_dx { vec![F::zero(); t_len * b * i_l] } else { Vec::new() };
+        for d in 0..nd {
+            let dp = dirp[l * nd + d];
+            let dcache = &cache.dirs[l * nd + d];
+            let w_ih = table.view(params, dp.w_ih);
+            let w_hh = table.view(params, dp.w_hh);
+            let k = (l * nd + d) * b * h;
+            dh.iter_mut().for_each(|v| *v = F::zero());
+            if !dh_n.is_empty() {
+                dh.copy_from_slice(&dh_n[k..k + b * h]);
+            }
+            if C::HAS_C {
+                dcs.iter_mut().for_each(|v| *v = F::zero());
+                if !dc_n.is_empty() {
+                    dcs.copy_from_slice(&dc_n[k..k + b * h]);
+                }
+            }
+            for s in (0..t_len).rev() {
+                let t = time_of(d, s, t_len);
+                let act_s = &dcache.act[s * b * g..(s + 1) * b * g];
+                let gh_s = &dcache.gh[s * b * g..(s + 1) * b * g];
+                let h_prev = &dcache.h[s * b * h..(s + 1) * b * h];
+                let h_cur = &dcache.h[(s + 1) * b * h..(s + 2) * b * h];
+                let dgh_s = &mut dgh[s * b * g..(s + 1) * b * g];
+                let dgx_t = &mut dgx[t * b * g..(t + 1) * b * g];
+                for r in 0..b {
+                    let rh = r * h..(r + 1) * h;
+                    let rg = r * g..(r + 1) * g;
+                    if t < lengths[r] {
+                        // out[t] = h_s: its gradient joins the one carried from step s+1.
+                        let o = (t * b + r) * dh_out + d * h;
+                        for j in 0..h {
+                            dh[r * h + j] += dlayer[o + j];
+                        }
+                        let (cp, cc): (&[F], &[F]) = if C::HAS_C {
+                            (&dcache.c[s * b * h + r * h..s * b * h + (r + 1) * h], &dcache.c[(s + 1) * b * h + r * h..(s + 1) * b * h + (r + 1) * h])
+                        } else {
+                            (&[], &[])
+                        };
+                        let dcr: &mut [F] = if C::HAS_C { &mut dcs[rh.clone()] } else { &mut [] };
+                        cell.step_backward(
+                            &act_s[rg.clone()],
+                            &gh_s[rg.clone()],
+                            &h_prev[rh.clone()],
+                            cp,
+                            &h_cur[rh.clone()],
+                            cc,
+                            &dh[rh.clone()],
+                            dcr,
+                            &mut dgx_t[rg.clone()],
+                            &mut dgh_s[rg.clone()],
+                            &mut dhp[rh],
+                        );
+                    } else {
+                        // The state passed through unchanged: so does its gradient.
+                        dgx_t[rg.clone()].iter_mut().for_each(|v| *v = F::zero());
+                        dgh_s[rg].iter_mut().for_each(|v| *v = F::zero());
+                        dhp[rh.clone()].copy_from_slice(&dh[rh]);
+                    }
+                }
+                // gh = h_prev W_hhᵀ  =>  dh_prev += dgh W_hh   [B, G*H] x [G*H, H]
+                gemm(b, g, h, F::one(), dgh_s, Tr::N, w_hh, Tr::N, F::one(), &mut dhp);
+                std::mem::swap(&mut dh, &mut dhp);
+            }
+            dh0[k..k + b * h].copy_from_slice(&dh);
+            if C::HAS_C {
+                dc0[k..k + b * h].copy_from_slice(&dcs);
+            }
+            // Weight gradients: one product each over all steps.
+            let [dw_ih, dw_hh, db_ih, db_hh] = table.views_mut(grads, [dp.w_ih, dp.w_hh, dp.b_ih, dp.b_hh]);
+            // gx = X W_ihᵀ  =>  dW_ih += dgxᵀ X   [G*H, T*B] x [T*B, I]
+            gemm(g, t_len * b, i_l, F::one(), &dgx, Tr::T, x_l, Tr::N, F::one(), dw_ih);
+            // gh_s = h_{s-1} W_hhᵀ  =>  dW_hh += dghᵀ H_prev   [G*H, T*B] x [T*B, H]
+            gemm(g, t_len * b, h, F::one(), &dgh, Tr::T, &dcache.h[..t_len * b * h], Tr::N, F::one(), dw_hh);
+            if cfg.bias {
+                sum_rows_into(db_ih, &dgx);
+                sum_rows_into(db_hh, &dgh);
+            }
+            if need_dx {
+                // dX += dgx W_ih   [T*B, G*H] x [G*H, I]
+                gemm(t_len * b, g, i_l, F::one(), &dgx, Tr::N, w_ih, Tr::N, F::one(), &mut dxl);
+            }
+        }
+        if l > 0 {
+            // The input of layer l was dropout(output of layer l-1).
+            if !cache.masks[l].is_empty() {
+                for (v, m) in dxl.iter_mut().zip(&cache.masks[l]) {
+                    *v *= *m;
+                }
+            }
+            dlayer = dxl;
+        } else {
+            dx = dxl;
+        }
+    }
+    Ok(RnnInputGrads { dx, dh0, dc0 })
+}
