@@ -242,6 +242,19 @@ impl<F: Float> Model<F> {
         Ok(())
     }
 
+    /// The same model in another precision (f64 for checks, f32 for training).
+    pub fn cast<G: Float>(&self) -> Model<G> {
+        Model {
+            cfg: self.cfg.clone(),
+            table: self.table.clone(),
+            params: self.params.iter().map(|v| G::of(v.to_f64().unwrap_or(f64::NAN))).collect(),
+            dirs: self.dirs.clone(),
+            emb: self.emb,
+            fc_w: self.fc_w,
+            fc_b: self.fc_b,
+        }
+    }
+
     /// Number of scalar parameters.
     pub fn num_params(&self) -> usize {
         self.table.len()
