@@ -26,6 +26,10 @@ pub enum Error {
     #[error("class target {target} at position {position} is outside 0..{classes}")]
     Class { target: i64, position: usize, classes: usize },
 
+    /// A data file is missing, unreadable or malformed. `line` is 1-based.
+    #[error("{path}{}: {problem}", line.map(|l| format!(":{l}")).unwrap_or_default())]
+    Data { path: String, line: Option<usize>, problem: String },
+
     /// A parameter name is unknown, or a named tensor has the wrong shape.
     #[error("parameter {name}: {problem}")]
     Param { name: String, problem: String },
@@ -49,4 +53,9 @@ pub(crate) fn check_len(what: &str, len: usize, expected: usize, shape: &str) ->
         return Err(shape_err(what, format!("{shape} = {expected} elements"), format!("{len} elements")));
     }
     Ok(())
+}
+
+/// Shorthand for a data error at a file (and optionally a 1-based line).
+pub fn data_err(path: impl AsRef<std::path::Path>, line: Option<usize>, problem: impl Into<String>) -> Error {
+    Error::Data { path: path.as_ref().display().to_string(), line, problem: problem.into() }
 }

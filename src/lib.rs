@@ -16,6 +16,7 @@
 pub mod bench;
 pub mod bptt;
 pub mod cells;
+pub mod data;
 pub mod error;
 pub mod float;
 pub mod init;

@@ -1,0 +1,1 @@
+//! Data loaders (see the submodules).
