@@ -15,6 +15,7 @@
 
 pub mod bench;
 pub mod bptt;
+pub mod checkpoint;
 pub mod cells;
 pub mod data;
 pub mod error;
@@ -26,6 +27,7 @@ pub mod model;
 pub mod network;
 pub mod optim;
 pub mod params;
+pub mod plot;
 pub mod reference;
 
 pub use cells::CellKind;

@@ -23,7 +23,17 @@ fn strides(tr: Tr, rows: usize, cols: usize) -> (isize, isize) {
     }
 }
 
+/// Work below this many multiply-adds stays on one thread: splitting costs more.
+const PAR_MIN_WORK: usize = 1 << 18;
+
 /// C[m, n] = alpha * op(A)[m, k] * op(B)[k, n] + beta * C.
+///
+/// Runs on the threads of the current rayon pool (`--threads`): a large
+/// product is cut into blocks of rows of C (or of columns, when C is short
+/// and wide like the per-step product [B, G*H]), one block per thread, each
+/// computed by matrixmultiply on one thread. A single row times a transposed
+/// matrix (streaming, batch 1) is a plain matrix-vector loop, which
+/// matrixmultiply has no fast path for.
 ///
 /// Panics if a slice is shorter than its shape: callers inside the engine size
 /// every buffer from validated shapes, so a panic here is an engine bug.
@@ -39,12 +49,69 @@ pub fn gemm<F: Float>(m: usize, k: usize, n: usize, alpha: F, a: &[F], ta: Tr, b
         }
         return;
     }
+    if m == 1 && tb == Tr::T {
+        // c[j] = alpha * <a, row j of B> + beta * c[j]; B is stored [n, k], rows contiguous.
+        for (j, cj) in c[..n].iter_mut().enumerate() {
+            let row = &b[j * k..(j + 1) * k];
+            let mut s = F::zero();
+            for (x, y) in a[..k].iter().zip(row) {
+                s += *x * *y;
+            }
+            *cj = alpha * s + if beta == F::zero() { F::zero() } else { beta * *cj };
+        }
+        return;
+    }
     let (rsa, csa) = strides(ta, m, k);
     let (rsb, csb) = strides(tb, k, n);
-    // SAFETY: the lengths were checked above against the shapes and strides
-    // describe exactly those row-major matrices; `c` is a unique borrow.
-    unsafe {
-        F::gemm_raw(m, k, n, alpha, a.as_ptr(), rsa, csa, b.as_ptr(), rsb, csb, beta, c.as_mut_ptr(), n as isize, 1);
+    let threads = rayon::current_num_threads();
+    let parts = if threads > 1 && m * n * k >= PAR_MIN_WORK { threads } else { 1 };
+    let ap = SendPtr(a.as_ptr() as *mut F);
+    let bp = SendPtr(b.as_ptr() as *mut F);
+    let cp = SendPtr(c.as_mut_ptr());
+    // One block of C: rows [r0, r1) x columns [c0, c1).
+    let block = |r0: usize, r1: usize, c0: usize, c1: usize| {
+        // SAFETY: lengths were checked above against the shapes; the strides
+        // describe exactly those row-major matrices; blocks of C given to
+        // different threads are disjoint, and A and B are only read.
+        unsafe {
+            F::gemm_raw(
+                r1 - r0, k, c1 - c0, alpha,
+                ap.get().offset(r0 as isize * rsa), rsa, csa,
+                bp.get().offset(c0 as isize * csb), rsb, csb,
+                beta, cp.get().add(r0 * n + c0), n as isize, 1,
+            );
+        }
+    };
+    if parts == 1 {
+        block(0, m, 0, n);
+    } else if m >= n || m >= 4 * parts {
+        let step = m.div_ceil(parts);
+        rayon::scope(|s| {
+            for r0 in (0..m).step_by(step) {
+                s.spawn(move |_| block(r0, (r0 + step).min(m), 0, n));
+            }
+        });
+    } else {
+        // Short and wide: split columns, in multiples of 16 to keep kernel tiles whole.
+        let step = n.div_ceil(parts).div_ceil(16) * 16;
+        rayon::scope(|s| {
+            for c0 in (0..n).step_by(step) {
+                s.spawn(move |_| block(0, m, c0, (c0 + step).min(n)));
+            }
+        });
+    }
+}
+
+/// A raw pointer that may cross threads: `gemm` hands each thread a disjoint
+/// block of C, which is what makes this sound.
+#[derive(Clone, Copy)]
+struct SendPtr<F>(*mut F);
+// SAFETY: see `gemm`: concurrent users write disjoint blocks and only read A, B.
+unsafe impl<F> Send for SendPtr<F> {}
+unsafe impl<F> Sync for SendPtr<F> {}
+impl<F> SendPtr<F> {
+    fn get(self) -> *mut F {
+        self.0
     }
 }
 
@@ -106,8 +173,15 @@ mod tests {
 
     #[test]
     fn gemm_matches_naive_on_edge_shapes() {
+        for threads in [1, 2, 3] {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            pool.install(check_edge_shapes);
+        }
+    }
+
+    fn check_edge_shapes() {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
-        for &(m, k, n) in &[(1, 1, 1), (1, 7, 3), (5, 1, 9), (3, 4, 1), (17, 33, 9), (64, 31, 5), (2, 0, 3)] {
+        for &(m, k, n) in &[(1, 1, 1), (1, 7, 3), (1, 300, 1030), (5, 1, 9), (3, 4, 1), (17, 33, 9), (64, 31, 5), (2, 0, 3), (97, 65, 83), (5, 130, 1001), (700, 40, 17)] {
             for ta in [Tr::N, Tr::T] {
                 for tb in [Tr::N, Tr::T] {
                     for &beta in &[0.0, 1.0, 0.5] {
