@@ -29,6 +29,7 @@ pub mod optim;
 pub mod params;
 pub mod plot;
 pub mod reference;
+pub mod train;
 
 pub use cells::CellKind;
 pub use error::{Error, Result};

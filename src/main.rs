@@ -1,13 +1,17 @@
 //! The `recurrent` command: a thin layer over the library. `main` parses,
-//! validates into a config, calls the library and maps errors to exit codes
-//! (2 for bad input, 1 for anything else).
+//! validates into a config, calls the library and maps errors to exit codes:
+//! 2 for anything the user can fix (bad input, bad option), 1 otherwise.
+//! With no arguments it runs `train` on its built-in default.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use recurrent::bench;
+use recurrent::train::{self, usage, MetricsLine, Reporter, TrainConfig};
+use recurrent::{bench, checkpoint};
+use std::io::IsTerminal;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-mod demo;
+mod cli_train;
 
 #[derive(Parser, Debug)]
 #[command(name = "recurrent", version, about = "Train Elman RNN, LSTM and GRU networks, exact to PyTorch")]
@@ -18,11 +22,76 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Train a small LSTM on a generated task and print its loss falling (the default).
-    Demo(demo::DemoArgs),
+    /// Train a model (the default command: with no options, an LSTM forecasting a generated Mackey-Glass series).
+    Train(cli_train::TrainArgs),
+    /// Loss and metric of a checkpoint on a data file.
+    Eval(EvalArgs),
+    /// Predictions of a checkpoint for a data file, as CSV (forecasts over the horizon in data units, or classes).
+    Predict(PredictArgs),
+    /// Text from a character-level language model.
+    Generate(GenerateArgs),
+    /// Loss curves from a metrics.jsonl file.
+    Plot(PlotArgs),
     /// Time the shared benchmark configurations; one JSON line per measurement,
     /// with the fields of ../shared/bench/pytorch_peer.py.
     Bench(BenchArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct EvalArgs {
+    /// Checkpoint (model.safetensors) written by `train` or from PyTorch as the README shows.
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// Data file to evaluate on (same format as in training).
+    #[arg(long)]
+    data: PathBuf,
+    /// Batch size [default: 64]
+    #[arg(long, default_value_t = 64)]
+    batch: usize,
+}
+
+#[derive(clap::Args, Debug)]
+struct PredictArgs {
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// Input data file (CSV with the model's columns, .ts, or token CSV/TSV).
+    #[arg(long)]
+    data: PathBuf,
+    /// Output CSV [default: standard output]
+    #[arg(long)]
+    output: Option<PathBuf>,
+    #[arg(long, default_value_t = 64)]
+    batch: usize,
+}
+
+#[derive(clap::Args, Debug)]
+struct GenerateArgs {
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// Text to start from.
+    #[arg(long, default_value = "")]
+    prompt: String,
+    /// Characters to generate.
+    #[arg(long, default_value_t = 200)]
+    length: usize,
+    /// Sampling temperature (> 0).
+    #[arg(long, default_value_t = 1.0)]
+    temperature: f64,
+    /// Sample among the k most likely characters (0: all).
+    #[arg(long, default_value_t = 0)]
+    top_k: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+#[derive(clap::Args, Debug)]
+struct PlotArgs {
+    /// metrics.jsonl written by `train`.
+    #[arg(long)]
+    metrics: PathBuf,
+    /// Output image (.svg or .png).
+    #[arg(long)]
+    output: PathBuf,
 }
 
 #[derive(clap::Args, Debug)]
@@ -82,21 +151,137 @@ fn run_bench(a: &BenchArgs) -> Result<()> {
     Ok(())
 }
 
-fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let result = match cli.command.unwrap_or(Command::Demo(demo::DemoArgs::default())) {
-        Command::Demo(a) => demo::run(&a),
-        Command::Bench(a) => run_bench(&a),
+/// Progress: a bar on a terminal, plain lines otherwise.
+struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    last_loss: f64,
+}
+
+impl Reporter for Progress {
+    fn epoch_start(&mut self, epoch: usize, epochs: usize, batches: u64) {
+        if std::io::stderr().is_terminal() {
+            let bar = indicatif::ProgressBar::new(batches);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {msg} eta {eta}")
+                    .expect("static template")
+                    .progress_chars("=> "),
+            );
+            bar.set_prefix(format!("{epoch}/{epochs}"));
+            self.bar = Some(bar);
+        }
+    }
+    fn step(&mut self, loss: f64, tokens_per_s: f64) {
+        if loss.is_finite() {
+            self.last_loss = loss;
+        }
+        if let Some(b) = &self.bar {
+            b.inc(1);
+            b.set_message(format!("loss {:.4} {:.0} tok/s", self.last_loss, tokens_per_s));
+        }
+    }
+    fn line(&mut self, m: &MetricsLine) {
+        if let Some(b) = self.bar.take() {
+            b.finish_and_clear();
+        }
+        println!(
+            "epoch {:>3} step {:>6}  train {:.5}  val {:.5}  {} {:.5}  lr {:.2e}  |g| {:.3} (max {:.3}, clipped {:.0}%)  {:.0} tok/s",
+            m.epoch, m.step, m.train_loss, m.val_loss, m.metric, m.val_metric, m.lr, m.grad_norm, m.grad_norm_max, 100.0 * m.clip_fraction, m.tokens_per_s
+        );
+    }
+    fn warn(&mut self, msg: &str) {
+        if let Some(b) = &self.bar {
+            b.println(format!("warning: {msg}"));
+        } else {
+            eprintln!("warning: {msg}");
+        }
+    }
+}
+
+fn run_train(a: &cli_train::TrainArgs) -> Result<()> {
+    let mut cfg = match (&a.resume, &a.config) {
+        (Some(dir), _) => {
+            let p = dir.join("config.toml");
+            let text = std::fs::read_to_string(&p).map_err(|e| UserError(format!("{}: cannot resume: {e}", p.display())))?;
+            TrainConfig::from_toml(&text, &p.display().to_string())?
+        }
+        (None, Some(p)) => {
+            let text = std::fs::read_to_string(p).map_err(|e| UserError(format!("{}: cannot read: {e}", p.display())))?;
+            TrainConfig::from_toml(&text, &p.display().to_string())?
+        }
+        (None, None) => TrainConfig::default(),
     };
-    match result {
+    a.apply(&mut cfg);
+    if let Some(dir) = &a.resume {
+        cfg.out = Some(dir.clone());
+    }
+    cfg.validate()?;
+    let out = cfg.out_dir();
+    println!(
+        "task {}: {} hidden {} x {} layer(s){}; seed {}; output folder {}",
+        cfg.task,
+        cfg.model.cell,
+        cfg.model.hidden,
+        cfg.model.layers,
+        if cfg.model.bidirectional { ", bidirectional" } else { "" },
+        cfg.seed,
+        out.display()
+    );
+    let mut rep = Progress { bar: None, last_loss: f64::NAN };
+    let s = train::train(&cfg, a.resume.is_some(), &mut rep)?;
+    let base = s.baseline.as_ref().map_or(String::new(), |(what, v)| format!("  ({what}: {v:.5})"));
+    println!("best model: validation {} {:.5}{base}", s.metric, s.best_val.metric);
+    if s.metric == "bpc" {
+        println!("            validation loss {:.4} nats/char = {:.4} bits/char", s.best_val.loss, s.best_val.metric);
+    }
+    if let Some(t) = s.test {
+        println!("            test {} {:.5}", s.metric, t.metric);
+    }
+    println!("checkpoint: {}", s.out_dir.join("model.safetensors").display());
+    println!("metrics:    {}", s.out_dir.join("metrics.jsonl").display());
+    for p in &s.plots {
+        println!("plot:       {}", p.display());
+    }
+    Ok(())
+}
+
+fn run() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command.unwrap_or(Command::Train(cli_train::TrainArgs::default())) {
+        Command::Train(a) => run_train(&a),
+        Command::Eval(a) => {
+            let l = usage::load(&a.checkpoint)?;
+            let (ev, metric) = usage::eval(&l, &a.data, a.batch)?;
+            println!("{}", serde_json::json!({"loss": ev.loss, "metric": metric, "value": ev.metric}));
+            Ok(())
+        }
+        Command::Predict(a) => {
+            let l = usage::load(&a.checkpoint)?;
+            let csv = usage::predict(&l, &a.data, a.batch)?;
+            match &a.output {
+                Some(p) => checkpoint::write_atomic(p, csv.as_bytes()).context("writing predictions")?,
+                None => print!("{csv}"),
+            }
+            Ok(())
+        }
+        Command::Generate(a) => {
+            let l = usage::load(&a.checkpoint)?;
+            println!("{}", usage::generate(&l, &a.prompt, a.length, a.temperature, a.top_k, a.seed)?);
+            Ok(())
+        }
+        Command::Plot(a) => Ok(recurrent::plot::plot_metrics(&a.metrics, &a.output)?),
+        Command::Bench(a) => run_bench(&a),
+    }
+}
+
+fn main() -> ExitCode {
+    match run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
-            if e.downcast_ref::<UserError>().is_some() || e.downcast_ref::<recurrent::Error>().is_some() {
-                ExitCode::from(2)
-            } else {
-                ExitCode::from(1)
-            }
+            // One line: the library's messages already name the file, line or key.
+            let msg = format!("{e:#}").replace('\n', " ");
+            eprintln!("error: {msg}");
+            let user = e.downcast_ref::<UserError>().is_some() || e.downcast_ref::<recurrent::Error>().is_some_and(train::is_user_error);
+            ExitCode::from(if user { 2 } else { 1 })
         }
     }
 }
