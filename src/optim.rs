@@ -252,7 +252,8 @@ pub struct Scheduler {
     pub epoch: usize,
     /// Current learning rate.
     pub lr: f64,
-    best: f64,
+    /// Best metric so far (None before the first).
+    best: Option<f64>,
     bad_epochs: usize,
     cooldown_left: usize,
 }
@@ -275,7 +276,7 @@ impl Scheduler {
             }
             _ => {}
         }
-        let mut s = Scheduler { schedule, base_lr, epoch: 0, lr: base_lr, best: f64::INFINITY, bad_epochs: 0, cooldown_left: 0 };
+        let mut s = Scheduler { schedule, base_lr, epoch: 0, lr: base_lr, best: None, bad_epochs: 0, cooldown_left: 0 };
         s.lr = s.lr_at(0);
         Ok(s)
     }
@@ -304,8 +305,8 @@ impl Scheduler {
         self.epoch += 1;
         if let Schedule::Plateau { factor, patience, threshold, cooldown, min_lr } = self.schedule {
             if let Some(m) = metric {
-                if m < self.best * (1.0 - threshold) {
-                    self.best = m;
+                if self.best.is_none_or(|b| m < b * (1.0 - threshold)) {
+                    self.best = Some(m);
                     self.bad_epochs = 0;
                 } else {
                     self.bad_epochs += 1;

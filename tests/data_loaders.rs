@@ -89,10 +89,11 @@ fn table_header_detection() {
     assert_eq!(t.columns, [vec![3.0], vec![4.0]]);
     // Forced no header makes a text first row an error at line 1.
     let p = write(&dir, "texthead.csv", b"a,b\n1,2\n");
-    data_error(read_table(&p, &CsvOptions { header: Some(false), ..opts(None) }), "texthead.csv", &[
-        ":1:",
-        "column \"col0\": \"a\" is not a number",
-    ]);
+    data_error(
+        read_table(&p, &CsvOptions { header: Some(false), ..opts(None) }),
+        "texthead.csv",
+        &[":1:", "column \"col0\": \"a\" is not a number"],
+    );
     // A date column named in a one-column header is still a header.
     let p = write(&dir, "dateonly.csv", b"when,v\n2000,1\n2001,2\n");
     let t = read_table(&p, &opts(Some("when"))).unwrap();
@@ -102,7 +103,8 @@ fn table_header_detection() {
 #[test]
 fn table_delimiter_bom_crlf_blank_lines_and_gzip() {
     let dir = TempDir::new().unwrap();
-    let p = write(&dir, "semi.csv", b"\xef\xbb\xbfdate;a;b\r\n2020-01-01 00:00;1;2\r\n\r\n2020-01-01 01:00:00; 3 ;4\r\n");
+    let p =
+        write(&dir, "semi.csv", b"\xef\xbb\xbfdate;a;b\r\n2020-01-01 00:00;1;2\r\n\r\n2020-01-01 01:00:00; 3 ;4\r\n");
     let o = CsvOptions { header: None, delimiter: b';', date_column: Some("date".into()) };
     let t = read_table(&p, &o).unwrap();
     assert_eq!(t.names, ["a", "b"]);
@@ -120,6 +122,10 @@ fn table_errors_name_file_line_and_problem() {
     let p = write(&dir, "ragged.csv", b"a,b,c\n1,2,3\n4,5\n");
     data_error(read_table(&p, &opts(None)), "ragged.csv", &[":3:", "expected 3 fields, found 2"]);
 
+    // Windows line ends and a skipped blank line still give the real line.
+    let p = write(&dir, "crlf.csv", b"a,b\r\n1,2\r\n\r\n3,4\r\n5\r\n");
+    data_error(read_table(&p, &opts(None)), "crlf.csv", &[":5:", "expected 2 fields, found 1"]);
+
     let p = write(&dir, "text.csv", b"day,temp\n1,2\n2,3\n3,4\n4,abc\n");
     data_error(read_table(&p, &opts(None)), "text.csv", &[":5:", "column \"temp\": \"abc\" is not a number"]);
 
@@ -133,10 +139,11 @@ fn table_errors_name_file_line_and_problem() {
     data_error(read_table(&p, &opts(None)), "hole.csv", &[":2:", "column \"temp\": empty field"]);
 
     let p = write(&dir, "order.csv", b"d,v\n2000-01-01,1\n2000-01-03,2\n2000-01-02,3\n");
-    data_error(read_table(&p, &opts(Some("d"))), "order.csv", &[
-        ":4:",
-        "date \"2000-01-02\" is earlier than the previous row",
-    ]);
+    data_error(
+        read_table(&p, &opts(Some("d"))),
+        "order.csv",
+        &[":4:", "date \"2000-01-02\" is earlier than the previous row"],
+    );
 
     let p = write(&dir, "nodate.csv", b"d,v\n2000,1\n,2\n");
     data_error(read_table(&p, &opts(Some("d"))), "nodate.csv", &[":3:", "empty date"]);
@@ -193,8 +200,16 @@ fn labeled_rows_happy_paths() {
 fn labeled_rows_errors() {
     let dir = TempDir::new().unwrap();
     let p = write(&dir, "cls.csv", b"a,b,label\n1,2,x\n1,oops,y\n");
-    data_error(read_labeled_rows(&p, None, b',', "label"), "cls.csv", &[":3:", "column \"b\": \"oops\" is not a number"]);
-    data_error(read_labeled_rows(&p, None, b',', "kind"), "cls.csv", &["column \"kind\" does not exist (columns: a, b, label)"]);
+    data_error(
+        read_labeled_rows(&p, None, b',', "label"),
+        "cls.csv",
+        &[":3:", "column \"b\": \"oops\" is not a number"],
+    );
+    data_error(
+        read_labeled_rows(&p, None, b',', "kind"),
+        "cls.csv",
+        &["column \"kind\" does not exist (columns: a, b, label)"],
+    );
     let p = write(&dir, "nolabel.csv", b"a,label\n1,x\n2,\n");
     data_error(read_labeled_rows(&p, None, b',', "label"), "nolabel.csv", &[":3:", "empty label"]);
     let p = write(&dir, "onlylabel.csv", b"label\nx\n");
@@ -390,10 +405,13 @@ fn token_examples_tsv_and_csv() {
     let dir = TempDir::new().unwrap();
     let p = write(&dir, "dna.tsv", b"label\tseq\n1\tACGT\n0\tTTA\n");
     let ex = read_token_examples(&p, None, None, "label", "seq", TokenSplit::Chars).unwrap();
-    assert_eq!(ex, [
-        ("1".to_string(), vec!["A", "C", "G", "T"].into_iter().map(String::from).collect::<Vec<_>>()),
-        ("0".to_string(), vec!["T".to_string(), "T".to_string(), "A".to_string()]),
-    ]);
+    assert_eq!(
+        ex,
+        [
+            ("1".to_string(), vec!["A", "C", "G", "T"].into_iter().map(String::from).collect::<Vec<_>>()),
+            ("0".to_string(), vec!["T".to_string(), "T".to_string(), "A".to_string()]),
+        ]
+    );
     // No header, columns by index, words, quoted commas inside the text.
     let p = write(&dir, "sent.csv", b"pos,\"good movie, really\"\nneg,bad\n");
     let ex = read_token_examples(&p, None, None, "0", "1", TokenSplit::Whitespace).unwrap();
@@ -406,20 +424,28 @@ fn token_examples_tsv_and_csv() {
 fn token_examples_errors() {
     let dir = TempDir::new().unwrap();
     let p = write(&dir, "t.tsv", b"label\tseq\n1\tACGT\n0\t\n");
-    data_error(read_token_examples(&p, None, None, "label", "seq", TokenSplit::Chars), "t.tsv", &[
-        ":3:",
-        "column \"seq\": empty text",
-    ]);
-    data_error(read_token_examples(&p, None, None, "label", "text", TokenSplit::Chars), "t.tsv", &[
-        "column \"text\" does not exist (columns: label, seq)",
-    ]);
+    data_error(
+        read_token_examples(&p, None, None, "label", "seq", TokenSplit::Chars),
+        "t.tsv",
+        &[":3:", "column \"seq\": empty text"],
+    );
+    data_error(
+        read_token_examples(&p, None, None, "label", "text", TokenSplit::Chars),
+        "t.tsv",
+        &["column \"text\" does not exist (columns: label, seq)"],
+    );
     let p = write(&dir, "r.tsv", b"label\tseq\n1\tACGT\textra\n");
-    data_error(read_token_examples(&p, None, None, "label", "seq", TokenSplit::Chars), "r.tsv", &[
-        ":2:",
-        "expected 2 fields, found 3",
-    ]);
+    data_error(
+        read_token_examples(&p, None, None, "label", "seq", TokenSplit::Chars),
+        "r.tsv",
+        &[":2:", "expected 2 fields, found 3"],
+    );
     let p = write(&dir, "l.csv", b"label,seq\n,AC\n");
-    data_error(read_token_examples(&p, None, None, "label", "seq", TokenSplit::Chars), "l.csv", &[":2:", "empty label"]);
+    data_error(
+        read_token_examples(&p, None, None, "label", "seq", TokenSplit::Chars),
+        "l.csv",
+        &[":2:", "empty label"],
+    );
     let err = read_token_examples(&p, None, None, "label", "0", TokenSplit::Chars).unwrap_err();
     assert!(matches!(err, Error::Config { .. }), "{err}");
 }
@@ -523,7 +549,11 @@ fn csv_real_data_sets() {
     }
     if let Some(p) = shared("beijing-pm25/pollution.csv.gz") {
         // Missing readings are written "NA": refused with line and column.
-        data_error(read_table(&p, &opts(None)), "pollution.csv.gz", &[":2:", "column \"pm2.5\": \"NA\" is not a number"]);
+        data_error(
+            read_table(&p, &opts(None)),
+            "pollution.csv.gz",
+            &[":2:", "column \"pm2.5\": \"NA\" is not a number"],
+        );
     }
     if let Some(p) = shared("sklearn-digits/digits.csv.gz") {
         let r = read_labeled_rows(&p, None, b',', "-1").unwrap();
@@ -556,6 +586,15 @@ fn mackey_glass_series() {
     assert_eq!(xs, mackey_glass(2000, 17, &mut ChaCha8Rng::seed_from_u64(0)).unwrap());
     let other = mackey_glass(2000, 17, &mut ChaCha8Rng::seed_from_u64(1)).unwrap();
     assert!(xs.iter().zip(&other).any(|(a, b)| (a - b).abs() > 0.1));
+    // Statistics of the shipped reference series (SOURCE.md: tanh(x - 1)
+    // of the tau = 17 solution, mean -0.066, range -0.528..0.311): the
+    // integration reproduces the same attractor.
+    let long = mackey_glass(10_000, 17, &mut ChaCha8Rng::seed_from_u64(5)).unwrap();
+    let squashed: Vec<f64> = long.iter().map(|x| (x - 1.0).tanh()).collect();
+    let mean = squashed.iter().sum::<f64>() / squashed.len() as f64;
+    let (lo, hi) = squashed.iter().fold((f64::MAX, f64::MIN), |(lo, hi), &x| (lo.min(x), hi.max(x)));
+    assert!((mean + 0.066).abs() < 0.01, "mean {mean}");
+    assert!((lo + 0.528).abs() < 0.02 && (hi - 0.311).abs() < 0.02, "range {lo}..{hi}");
     assert!(mackey_glass(10, 30, &mut ChaCha8Rng::seed_from_u64(0)).is_ok());
     let err = mackey_glass(10, 0, &mut ChaCha8Rng::seed_from_u64(0)).unwrap_err();
     assert!(matches!(err, Error::Config { .. }) && err.to_string().contains("tau"), "{err}");

@@ -7,7 +7,7 @@
 //! many fields as the first one. Columns are named either by header name or
 //! by 0-based index given as a string ("0", "3"; "-1" is the last column).
 
-use super::{open_maybe_gz, parse_finite, read_err};
+use super::{parse_finite, read_bytes, read_err};
 use crate::error::{data_err, Error, Result};
 use std::cmp::Ordering;
 use std::path::{Path, PathBuf};
@@ -145,9 +145,7 @@ pub fn read_labeled_rows(path: &Path, header: Option<bool>, delimiter: u8, label
     let layout = resolve_layout(path, &records[0].1, header, Some(label_column))?;
     let data = data_rows(path, &records, layout.has_header)?;
     // resolve_layout always resolves a given column or fails.
-    let label = layout
-        .special
-        .ok_or_else(|| data_err(path, None, missing_column(label_column, &layout.names)))?;
+    let label = layout.special.ok_or_else(|| data_err(path, None, missing_column(label_column, &layout.names)))?;
     if layout.names.len() < 2 {
         return Err(data_err(path, None, "no value columns (the only column is the label column)"));
     }
@@ -180,22 +178,29 @@ pub(crate) type Record = (usize, Vec<String>);
 /// as "expected N fields, found M" at its line, rather than as the crate's
 /// own wording.
 pub(crate) fn read_records(path: &Path, delimiter: u8) -> Result<Vec<Record>> {
-    let input = open_maybe_gz(path)?;
+    // The whole file is read first (these tables are small) so that line
+    // numbers can be counted from the bytes: csv 1.4's Position::line() is
+    // one short for every record that follows a CRLF line end.
+    let bytes = read_bytes(path)?;
+    let mut lines = LineCounter::new(&bytes);
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(false)
         .delimiter(delimiter)
         .flexible(true)
         .trim(csv::Trim::All)
-        .from_reader(input);
+        .from_reader(bytes.as_slice());
     let mut records: Vec<Record> = Vec::new();
     let mut record = csv::StringRecord::new();
     loop {
         match reader.read_record(&mut record) {
             Ok(false) => break,
             Ok(true) => {}
-            Err(e) => return Err(csv_error(path, e)),
+            Err(e) => {
+                let line = e.position().map(|p| lines.line_at(p.byte() as usize));
+                return Err(csv_error(path, line, e));
+            }
         }
-        let line = record.position().map_or(records.len() + 1, |p| p.line() as usize);
+        let line = record.position().map_or(records.len() + 1, |p| lines.line_at(p.byte() as usize));
         let fields: Vec<String> = record.iter().map(str::to_string).collect();
         if let Some((_, first)) = records.first() {
             if fields.len() != first.len() {
@@ -214,9 +219,51 @@ pub(crate) fn read_records(path: &Path, delimiter: u8) -> Result<Vec<Record>> {
     Ok(records)
 }
 
-/// Converts the `csv` crate's errors into data errors with a line.
-fn csv_error(path: &Path, e: csv::Error) -> Error {
-    let line = e.position().map(|p| p.line() as usize);
+/// Maps byte offsets of records to 1-based line numbers, counting `\n`,
+/// `\r\n` and a lone `\r` as one line end each. Offsets are asked for in
+/// increasing order, so the count resumes where the last one stopped.
+struct LineCounter<'a> {
+    bytes: &'a [u8],
+    /// Bytes before `pos` have been counted.
+    pos: usize,
+    /// Line number at `pos`.
+    line: usize,
+}
+
+impl<'a> LineCounter<'a> {
+    fn new(bytes: &'a [u8]) -> Self {
+        LineCounter { bytes, pos: 0, line: 1 }
+    }
+
+    /// The line of the record the csv crate places at `offset`. Its offset
+    /// may point at the line end before the record (the `\n` of `\r\n`, or
+    /// blank lines it skipped), so line-end bytes are stepped over first.
+    fn line_at(&mut self, offset: usize) -> usize {
+        let mut start = offset.min(self.bytes.len());
+        while start < self.bytes.len() && matches!(self.bytes[start], b'\r' | b'\n') {
+            start += 1;
+        }
+        if start < self.pos {
+            // Never expected (offsets only grow), but recount rather than
+            // report a wrong line.
+            self.pos = 0;
+            self.line = 1;
+        }
+        for i in self.pos..start {
+            let ends_line = match self.bytes[i] {
+                b'\n' => true,
+                b'\r' => self.bytes.get(i + 1) != Some(&b'\n'),
+                _ => false,
+            };
+            self.line += usize::from(ends_line);
+        }
+        self.pos = start;
+        self.line
+    }
+}
+
+/// Converts the `csv` crate's errors into data errors at `line`.
+fn csv_error(path: &Path, line: Option<usize>, e: csv::Error) -> Error {
     match e.into_kind() {
         csv::ErrorKind::Io(io) => read_err(path, &io),
         csv::ErrorKind::Utf8 { err, .. } => data_err(
@@ -251,7 +298,12 @@ pub(crate) struct Layout {
 /// special column (`spec`: name or index). See [`CsvOptions::header`] for
 /// the detection rule; a header that repeats a name is refused because
 /// lookups by that name would be ambiguous.
-pub(crate) fn resolve_layout(path: &Path, first: &[String], header: Option<bool>, spec: Option<&str>) -> Result<Layout> {
+pub(crate) fn resolve_layout(
+    path: &Path,
+    first: &[String],
+    header: Option<bool>,
+    spec: Option<&str>,
+) -> Result<Layout> {
     let by_name = spec.and_then(|s| first.iter().position(|f| f == s));
     let is_index = spec.is_some_and(|s| s.parse::<i64>().is_ok());
     let has_header = header.unwrap_or_else(|| {
@@ -260,27 +312,16 @@ pub(crate) fn resolve_layout(path: &Path, first: &[String], header: Option<bool>
             return true;
         }
         let skip = by_name.or_else(|| spec.and_then(|s| index_of(s, first.len())));
-        first
-            .iter()
-            .enumerate()
-            .any(|(i, f)| Some(i) != skip && !f.is_empty() && f.parse::<f64>().is_err())
+        first.iter().enumerate().any(|(i, f)| Some(i) != skip && !f.is_empty() && f.parse::<f64>().is_err())
     });
     let names: Vec<String> = if has_header {
-        first
-            .iter()
-            .enumerate()
-            .map(|(i, f)| if f.is_empty() { format!("col{i}") } else { f.clone() })
-            .collect()
+        first.iter().enumerate().map(|(i, f)| if f.is_empty() { format!("col{i}") } else { f.clone() }).collect()
     } else {
         (0..first.len()).map(|i| format!("col{i}")).collect()
     };
     for (j, name) in names.iter().enumerate() {
         if let Some(i) = names[..j].iter().position(|n| n == name) {
-            return Err(data_err(
-                path,
-                Some(1),
-                format!("duplicate column name \"{name}\" (columns {i} and {j})"),
-            ));
+            return Err(data_err(path, Some(1), format!("duplicate column name \"{name}\" (columns {i} and {j})")));
         }
     }
     let special = match spec {
@@ -292,10 +333,7 @@ pub(crate) fn resolve_layout(path: &Path, first: &[String], header: Option<bool>
 
 /// A column by exact name first, else by index ("-1" counts from the end).
 pub(crate) fn find_column(names: &[String], name_or_index: &str) -> Option<usize> {
-    names
-        .iter()
-        .position(|n| n == name_or_index)
-        .or_else(|| index_of(name_or_index, names.len()))
+    names.iter().position(|n| n == name_or_index).or_else(|| index_of(name_or_index, names.len()))
 }
 
 /// Parses a 0-based column index, negative ones counting from the end.
@@ -379,5 +417,32 @@ mod tests {
         assert_eq!(index_of("-4", 3), None);
         assert_eq!(index_of("3", 3), None);
         assert_eq!(index_of("x", 3), None);
+    }
+
+    #[test]
+    fn line_numbers_for_every_line_end() {
+        // Offsets as the csv crate reports them: after CRLF it points at
+        // the '\n', and skipped blank lines come before the record.
+        let crlf = b"a,b\r\n1,2\r\n\r\n3,4\r\n";
+        let mut lines = LineCounter::new(crlf);
+        assert_eq!([lines.line_at(0), lines.line_at(4), lines.line_at(9)], [1, 2, 4]);
+        let cr = b"a\rb\rc";
+        let mut lines = LineCounter::new(cr);
+        assert_eq!([lines.line_at(0), lines.line_at(2), lines.line_at(4)], [1, 2, 3]);
+        let quoted = b"\"x\ny\",1\n2,3\n";
+        let mut lines = LineCounter::new(quoted);
+        assert_eq!([lines.line_at(0), lines.line_at(8)], [1, 3]);
+    }
+
+    #[test]
+    fn csv_crate_line_offsets_match_the_counter() {
+        // The end-to-end check: the offsets csv actually reports for a CRLF
+        // file with a blank line and a quoted newline map to the real lines.
+        let bytes = b"h1,h2\r\n1,2\r\n\r\n\"a\r\nb\",3\r\n4,5\r\n";
+        let mut reader = csv::ReaderBuilder::new().has_headers(false).from_reader(&bytes[..]);
+        let mut lines = LineCounter::new(bytes);
+        let found: Vec<usize> =
+            reader.records().map(|r| lines.line_at(r.unwrap().position().unwrap().byte() as usize)).collect();
+        assert_eq!(found, [1, 2, 4, 6]);
     }
 }

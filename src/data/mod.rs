@@ -28,7 +28,7 @@ pub use ts::{read_ts, TsData};
 
 use crate::error::{data_err, Error, Result};
 use std::fs::File;
-use std::io::{BufReader, Read};
+use std::io::{BufReader, Read, Seek};
 use std::path::Path;
 
 /// The two bytes every gzip stream starts with (RFC 1952).
@@ -54,21 +54,22 @@ pub(crate) fn read_err(path: &Path, e: &std::io::Error) -> Error {
 /// gzip magic bytes. Peeking (rather than trusting the extension) lets the
 /// same loader read `x.csv`, `x.csv.gz` and a gzip file without a suffix.
 pub(crate) fn open_maybe_gz(path: &Path) -> Result<Box<dyn Read>> {
-    let file = File::open(path).map_err(|e| read_err(path, &e))?;
-    let mut reader = BufReader::new(file);
-    // fill_buf may return fewer than two bytes even when more follow (it
-    // returns whatever one read gave), so read up to two bytes explicitly
-    // and put them back in front of the stream.
+    let mut file = File::open(path).map_err(|e| read_err(path, &e))?;
     let mut head = Vec::with_capacity(2);
-    (&mut reader).take(2).read_to_end(&mut head).map_err(|e| read_err(path, &e))?;
-    let stream = std::io::Cursor::new(head.clone()).chain(reader);
+    (&mut file).take(2).read_to_end(&mut head).map_err(|e| read_err(path, &e))?;
+    // Rewind instead of chaining the peeked bytes in front: a chain hands
+    // out those two bytes as a read of their own, which defeats readers
+    // that look at the start of their first buffer (the csv crate strips a
+    // byte-order mark only when all three bytes arrive together).
+    file.rewind().map_err(|e| read_err(path, &e))?;
+    let reader = BufReader::new(file);
     if head == GZIP_MAGIC {
         // MultiGzDecoder so that concatenated gzip members (as written by
         // `cat a.gz b.gz` or bgzip) are read whole instead of stopping
         // after the first member.
-        Ok(Box::new(flate2::read::MultiGzDecoder::new(stream)))
+        Ok(Box::new(flate2::read::MultiGzDecoder::new(reader)))
     } else {
-        Ok(Box::new(stream))
+        Ok(Box::new(reader))
     }
 }
 
@@ -90,9 +91,8 @@ pub(crate) fn parse_finite(path: &Path, line: usize, what: &str, field: &str) ->
     if field.is_empty() {
         return Err(data_err(path, Some(line), format!("{what}: empty field")));
     }
-    let value: f64 = field
-        .parse()
-        .map_err(|_| data_err(path, Some(line), format!("{what}: \"{field}\" is not a number")))?;
+    let value: f64 =
+        field.parse().map_err(|_| data_err(path, Some(line), format!("{what}: \"{field}\" is not a number")))?;
     if value.is_nan() {
         return Err(data_err(path, Some(line), format!("{what}: NaN")));
     }

@@ -44,9 +44,7 @@ pub fn mackey_glass(n: usize, tau: usize, rng: &mut impl Rng) -> Result<Vec<f64>
         return Err(config_err("tau", tau, "must be at least 1 time unit"));
     }
     let dt = 1.0 / MG_STEPS_PER_UNIT as f64;
-    let delay = tau
-        .checked_mul(MG_STEPS_PER_UNIT)
-        .ok_or_else(|| config_err("tau", tau, "is too large"))?;
+    let delay = tau.checked_mul(MG_STEPS_PER_UNIT).ok_or_else(|| config_err("tau", tau, "is too large"))?;
     let f = |x: f64, delayed: f64| MG_BETA * delayed / (1.0 + delayed.powi(MG_EXPONENT)) - MG_GAMMA * x;
 
     let x0 = 1.2 + 0.01 * rng.gen_range(-1.0..1.0);
@@ -59,7 +57,7 @@ pub fn mackey_glass(n: usize, tau: usize, rng: &mut impl Rng) -> Result<Vec<f64>
     let first_sample = MG_TRANSIENT_UNITS * MG_STEPS_PER_UNIT;
     let mut step = 0usize;
     while out.len() < n {
-        if step >= first_sample && (step - first_sample) % MG_STEPS_PER_UNIT == 0 {
+        if step >= first_sample && (step - first_sample).is_multiple_of(MG_STEPS_PER_UNIT) {
             out.push(x);
         }
         // x(t - τ) and x(t + dt - τ) are the grid values x_{i-delay} and

@@ -147,9 +147,7 @@ impl Vocab {
                 index.entry(c).or_insert(i);
             }
         }
-        text.chars()
-            .map(|c| index.get(&c).copied().or(unk).ok_or_else(|| self.unknown(&c.to_string())))
-            .collect()
+        text.chars().map(|c| index.get(&c).copied().or(unk).ok_or_else(|| self.unknown(&c.to_string()))).collect()
     }
 
     /// Maps ids back to tokens; an id outside the vocabulary is an
@@ -157,9 +155,7 @@ impl Vocab {
     pub fn decode(&self, ids: &[usize]) -> Result<Vec<&str>> {
         ids.iter()
             .enumerate()
-            .map(|(position, &id)| {
-                self.token(id).ok_or(Error::Token { token: id, position, vocab: self.tokens.len() })
-            })
+            .map(|(position, &id)| self.token(id).ok_or(Error::Token { token: id, position, vocab: self.tokens.len() }))
             .collect()
     }
 }
@@ -188,11 +184,7 @@ pub fn read_text(path: &Path) -> Result<String> {
         let bytes = e.as_bytes();
         let offset = e.utf8_error().valid_up_to();
         let line = bytes[..offset].iter().filter(|&&b| b == b'\n').count() + 1;
-        data_err(
-            path,
-            Some(line),
-            format!("invalid UTF-8 at byte offset {offset} (byte {:#04x})", bytes[offset]),
-        )
+        data_err(path, Some(line), format!("invalid UTF-8 at byte offset {offset} (byte {:#04x})", bytes[offset]))
     })?;
     Ok(match text.strip_prefix('\u{feff}') {
         Some(rest) => rest.to_string(),
@@ -230,14 +222,10 @@ pub fn read_token_examples(
     let records = read_records(path, delimiter)?;
     let first = &records[0].1;
     let has_header = header.unwrap_or_else(|| {
-        [label_column, text_column]
-            .iter()
-            .any(|spec| spec.parse::<i64>().is_err() && first.iter().any(|f| f == spec))
+        [label_column, text_column].iter().any(|spec| spec.parse::<i64>().is_err() && first.iter().any(|f| f == spec))
     });
     let layout = resolve_layout(path, first, Some(has_header), Some(label_column))?;
-    let label = layout
-        .special
-        .ok_or_else(|| data_err(path, None, missing_column(label_column, &layout.names)))?;
+    let label = layout.special.ok_or_else(|| data_err(path, None, missing_column(label_column, &layout.names)))?;
     let text = find_column(&layout.names, text_column)
         .ok_or_else(|| data_err(path, None, missing_column(text_column, &layout.names)))?;
     if label == text {

@@ -93,12 +93,7 @@ pub fn read_ts(path: &Path) -> Result<TsData> {
     if series.is_empty() {
         return Err(data_err(path, None, "no examples after @data"));
     }
-    Ok(TsData {
-        problem: header.problem,
-        series,
-        labels,
-        class_labels: header.class_labels.unwrap_or_default(),
-    })
+    Ok(TsData { problem: header.problem, series, labels, class_labels: header.class_labels.unwrap_or_default() })
 }
 
 /// Applies one header line; returns true on `@data`.
@@ -119,14 +114,19 @@ fn parse_header_line(path: &Path, line: usize, content: &str, header: &mut Heade
     let count = |values: &[&str]| -> Result<usize> {
         match values.first().and_then(|v| v.parse::<usize>().ok()) {
             Some(n) if n > 0 => Ok(n),
-            _ => Err(data_err(path, Some(line), format!("@{key} needs a positive integer, found \"{}\"", values.join(" ")))),
+            _ => Err(data_err(
+                path,
+                Some(line),
+                format!("@{key} needs a positive integer, found \"{}\"", values.join(" ")),
+            )),
         }
     };
     match key.as_str() {
         "data" => return Ok(true),
         "problemname" => header.problem = Some(values.join(" ")),
         "timestamps" => {
-            if flag(&values)? {
+            let stamped = flag(&values)?;
+            if stamped {
                 return Err(data_err(path, Some(line), "@timeStamps true is not supported"));
             }
         }

@@ -218,7 +218,7 @@ impl TrainConfig {
     pub fn from_toml(text: &str, path: &str) -> Result<Self> {
         toml::from_str(text).map_err(|e| {
             let msg = e.message().to_string();
-            let line = e.span().map(|s| text[..s.start.min(text.len())].lines().count().max(1));
+            let line = e.span().map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
             crate::error::data_err(path, line, msg)
         })
     }

@@ -234,7 +234,8 @@ pub struct MetricsLine {
 pub struct TrainState {
     pub epoch: usize,
     pub step: u64,
-    pub best_val: f64,
+    /// Best validation loss so far (None before the first, or when it was not finite).
+    pub best_val: Option<f64>,
     pub bad_epochs: usize,
     pub scheduler: Scheduler,
     pub optimizer_step: u64,
@@ -400,7 +401,7 @@ fn train_inner(cfg: &TrainConfig, resume: bool, rep: &mut dyn Reporter) -> Resul
         sched = st.scheduler;
         let wp: u128 = st.rng_word_pos.parse().map_err(|_| data_err(&state_path, None, "bad rng_word_pos"))?;
         rng = rng_at(st.rng_seed, st.rng_stream, wp);
-        (epoch0, step, best_val, bad, metrics_lines) = (st.epoch, st.step, st.best_val, st.bad_epochs, st.metrics_lines);
+        (epoch0, step, best_val, bad, metrics_lines) = (st.epoch, st.step, st.best_val.unwrap_or(f64::INFINITY), st.bad_epochs, st.metrics_lines);
         // Drop metric lines written after the saved state (an interrupted epoch).
         if let Ok(text) = std::fs::read_to_string(&metrics_path) {
             let kept: String = text.lines().take(metrics_lines).map(|l| format!("{l}\n")).collect();
@@ -576,7 +577,7 @@ fn train_inner(cfg: &TrainConfig, resume: bool, rep: &mut dyn Reporter) -> Resul
         let st = TrainState {
             epoch: epoch + 1,
             step,
-            best_val,
+            best_val: best_val.is_finite().then_some(best_val),
             bad_epochs: bad,
             scheduler: sched.clone(),
             optimizer_step: opt.step,
