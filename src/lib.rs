@@ -25,6 +25,7 @@ pub mod linalg;
 pub mod loss;
 pub mod model;
 pub mod network;
+pub mod online;
 pub mod optim;
 pub mod params;
 pub mod plot;

@@ -41,4 +41,19 @@ impl<F: Float> Cell<F> for Elman {
             dh_prev[j] = F::zero();
         }
     }
+
+    #[inline]
+    fn step_jacobians(&self, _act: &[F], _gh: &[F], _h_prev: &[F], _c_prev: &[F], h: &[F], _c: &[F], mx: &mut [F], mh: &mut [F], dd: &mut [F]) {
+        for j in 0..h.len() {
+            // h = act(gx + gh): both pre-activations enter the same way.
+            let d = if self.relu {
+                if h[j] > F::zero() { F::one() } else { F::zero() }
+            } else {
+                F::one() - h[j] * h[j]
+            };
+            mx[j] = d;
+            mh[j] = d;
+            dd[j] = F::zero();
+        }
+    }
 }

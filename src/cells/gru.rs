@@ -74,4 +74,25 @@ impl<F: Float> Cell<F> for Gru {
             dgh[on + j] = dpn * r;
         }
     }
+
+    #[inline]
+    fn step_jacobians(&self, act: &[F], gh: &[F], h_prev: &[F], _c_prev: &[F], h: &[F], _c: &[F], mx: &mut [F], mh: &mut [F], dd: &mut [F]) {
+        let m = h.len();
+        let (or, oz, on) = (GruGate::R.offset(m), GruGate::Z.offset(m), GruGate::N.offset(m));
+        for j in 0..m {
+            let (r, z, n) = (act[or + j], act[oz + j], act[on + j]);
+            // h = (1 - z) n + z h_prev;  n = tanh(gx_n + r gh_n)
+            let dn = (F::one() - z) * (F::one() - n * n); // dh / d(pre of n)
+            let dr = dn * gh[on + j] * r * (F::one() - r);
+            let dz = (h_prev[j] - n) * z * (F::one() - z);
+            let b = j * 3;
+            mx[b] = dr;
+            mx[b + 1] = dz;
+            mx[b + 2] = dn;
+            mh[b] = dr;
+            mh[b + 1] = dz;
+            mh[b + 2] = dn * r;
+            dd[j] = z;
+        }
+    }
 }

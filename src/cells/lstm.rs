@@ -83,4 +83,31 @@ impl<F: Float> Cell<F> for Lstm {
             dh_prev[j] = F::zero();
         }
     }
+
+    #[inline]
+    fn step_jacobians(&self, act: &[F], _gh: &[F], _h_prev: &[F], c_prev: &[F], h: &[F], c: &[F], mx: &mut [F], mh: &mut [F], dd: &mut [F]) {
+        let n = h.len();
+        let (oi, of, og, oo) = (LstmGate::I.offset(n), LstmGate::F.offset(n), LstmGate::G.offset(n), LstmGate::O.offset(n));
+        for j in 0..n {
+            let (i, f, g, o) = (act[oi + j], act[of + j], act[og + j], act[oo + j]);
+            let tc = c[j].tanh();
+            let dtc = o * (F::one() - tc * tc); // dh/dc
+            // c = f c_prev + i g, with i = σ(pre_i), f = σ(pre_f), g = tanh(pre_g)
+            let dc = [g * i * (F::one() - i), c_prev[j] * f * (F::one() - f), i * (F::one() - g * g), F::zero()];
+            // h = o tanh(c), with o = σ(pre_o)
+            let dh = [dtc * dc[0], dtc * dc[1], dtc * dc[2], tc * o * (F::one() - o)];
+            let (rh, rc) = ((j * 2) * 4, (j * 2 + 1) * 4);
+            for k in 0..4 {
+                mx[rh + k] = dh[k];
+                mh[rh + k] = dh[k];
+                mx[rc + k] = dc[k];
+                mh[rc + k] = dc[k];
+            }
+            // Direct paths: dc/dc_prev = f, dh/dc_prev = dtc f; nothing from h_prev except through gh.
+            dd[j * 4] = F::zero();
+            dd[j * 4 + 1] = dtc * f;
+            dd[j * 4 + 2] = F::zero();
+            dd[j * 4 + 3] = f;
+        }
+    }
 }

@@ -77,6 +77,8 @@ pub trait Cell<F: Float>: Copy + Send + Sync {
     const GATES: usize;
     /// Whether the state carries a cell vector c.
     const HAS_C: bool;
+    /// State components per unit (2 with c).
+    const STATE: usize = if Self::HAS_C { 2 } else { 1 };
 
     /// One step: writes the gate activations `act` [G*H], the new hidden
     /// state `h` [H] and (LSTM) cell state `c` [H].
@@ -92,4 +94,23 @@ pub trait Cell<F: Float>: Copy + Send + Sync {
         &self, act: &[F], gh: &[F], h_prev: &[F], c_prev: &[F], h: &[F], c: &[F],
         dh: &[F], dc: &mut [F], dgx: &mut [F], dgh: &mut [F], dh_prev: &mut [F],
     );
+
+    /// The local Jacobians of one step that real-time recurrent learning
+    /// needs, unit by unit. A unit's state has `STATE` components q (h, and
+    /// c for the LSTM); each depends only on the unit's own G pre-activations
+    /// and on its own previous state. For unit j, writes
+    /// - `mx[(j*STATE + q)*G + g]` = d s_q[j] / d gx[g*H + j],
+    /// - `mh[(j*STATE + q)*G + g]` = d s_q[j] / d gh[g*H + j],
+    /// - `dd[(j*STATE + q)*STATE + q']` = d s_q[j] / d s_prev_q'[j] other than through gh.
+    #[allow(clippy::too_many_arguments)]
+    fn step_jacobians(&self, act: &[F], gh: &[F], h_prev: &[F], c_prev: &[F], h: &[F], c: &[F], mx: &mut [F], mh: &mut [F], dd: &mut [F]);
+}
+
+/// State components per unit: 2 for the LSTM (h, c), 1 otherwise.
+pub fn state_components(cell: CellKind) -> usize {
+    if cell.has_c() {
+        2
+    } else {
+        1
+    }
 }

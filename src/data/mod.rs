@@ -11,7 +11,7 @@
 //!
 //! Every reader accepts gzip-compressed input transparently (recognised by
 //! its magic bytes, not its extension, so a renamed file still works), and
-//! every malformed input is reported as [`Error::Data`](crate::Error::Data)
+//! every malformed input is reported as [`Error::Data`]
 //! naming the file, the 1-based line where there is one, and the problem.
 
 pub mod csv_table;
