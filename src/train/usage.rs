@@ -23,7 +23,37 @@ pub fn load(path: &Path) -> Result<Loaded> {
     let (model, m) = checkpoint::load::<f32>(path)?;
     let meta: TaskMeta = serde_json::from_value(m.task.clone())
         .map_err(|e| data_err(path, None, format!("metadata \"recurrent\".task is not a recurrent task description: {e}")))?;
+    check_fits(&model, &meta).map_err(|problem| data_err(path, None, problem))?;
     Ok(Loaded { model, meta })
+}
+
+/// Checks that the model's head and output width fit its task, so a
+/// checkpoint written elsewhere cannot be read with the wrong layout.
+fn check_fits(model: &Model<f32>, meta: &TaskMeta) -> std::result::Result<(), String> {
+    use crate::model::HeadKind;
+    let (head, o) = (model.cfg.head, model.cfg.out_size);
+    let want_head = if matches!(meta.task.as_str(), "charlm" | "copy") { HeadKind::Every } else { HeadKind::Last };
+    if head != want_head {
+        return Err(format!("task {} needs head \"{}\", the model has \"{}\"", meta.task, if want_head == HeadKind::Last { "last" } else { "every" }, if head == HeadKind::Last { "last" } else { "every" }));
+    }
+    if meta.data.delimiter.len() != 1 {
+        return Err(format!("data.delimiter {:?} must be one character", meta.data.delimiter));
+    }
+    let need = match meta.task.as_str() {
+        "forecast" | "mackey-glass" => Some(meta.data.horizon * meta.target_columns.len()),
+        "classify" | "ts" | "tokens" | "mnist" => Some(meta.classes.len()),
+        "charlm" => meta.vocab.as_ref().map(|v| v.len()),
+        _ => None,
+    };
+    if let Some(n) = need {
+        if n != o {
+            return Err(format!("the model outputs {o} values but task {} needs {n}", meta.task));
+        }
+    }
+    if matches!(meta.task.as_str(), "forecast" | "mackey-glass") && meta.input_columns.len() != model.cfg.rnn.input_size {
+        return Err(format!("the model reads {} inputs but the task lists {} input columns", model.cfg.rnn.input_size, meta.input_columns.len()));
+    }
+    Ok(())
 }
 
 /// One-step-ahead forecast of the first target over `ex`, in data units: (actual, forecast).
