@@ -162,9 +162,12 @@ pub struct TrainArgs {
     /// Early stopping patience in epochs, 0 = off [default: 0]
     #[arg(long, help_heading = "Training")]
     pub patience: Option<usize>,
-    /// bptt | tbptt (charlm always uses tbptt); rtrl, uoro, snap1, snap2 are not available yet [default: bptt]
+    /// bptt | tbptt | rtrl | uoro | snap1 | snap2 (charlm uses tbptt for bptt; the online ones update once per batch of sequences and need real-valued inputs) [default: bptt]
     #[arg(long, help_heading = "Training")]
     pub estimator: Option<String>,
+    /// Memory limit of the online estimators' influence matrices, in MiB [default: 2048]
+    #[arg(long, help_heading = "Training")]
+    pub memory_limit_mb: Option<usize>,
     /// Truncated BPTT: steps between updates [default: 50]
     #[arg(long, help_heading = "Training")]
     pub k1: Option<usize>,
@@ -257,6 +260,7 @@ impl TrainArgs {
         set!(t.warmup, self.warmup);
         set!(t.patience, self.patience);
         set!(t.estimator, self.estimator);
+        set!(t.memory_limit_mb, self.memory_limit_mb);
         set!(t.k1, self.k1);
         set!(t.k2, self.k2);
         set!(t.val_every, self.val_every);

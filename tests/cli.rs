@@ -216,9 +216,18 @@ fn synthetic_adding_and_copy_learn() {
 }
 
 #[test]
-fn truncated_bptt_trains_by_name() {
-    let d = tmp("tbptt");
-    learns("mackey-glass tbptt", &["--estimator", "tbptt", "--k1", "8", "--k2", "12", "--epochs", "4", "--out", d.join("r").to_str().unwrap()]);
+fn every_gradient_estimator_trains_by_name() {
+    let d = tmp("estimators");
+    learns("mackey-glass tbptt", &["--estimator", "tbptt", "--k1", "8", "--k2", "12", "--epochs", "4", "--out", d.join("t").to_str().unwrap()]);
+    let common = ["--hidden", "16", "--window", "12", "--length", "1000", "--epochs", "8", "--batch", "16"];
+    for est in ["rtrl", "snap1", "snap2"] {
+        learns(est, &[&common[..], &["--estimator", est, "--lr", "0.01", "--out", d.join(est).to_str().unwrap()]].concat());
+    }
+    // UORO's noisy estimate learns more slowly: its validation loss must fall five-fold.
+    let u = d.join("uoro");
+    train(&[&common[..], &["--estimator", "uoro", "--lr", "0.003", "--out", u.to_str().unwrap()]].concat());
+    let vals: Vec<f64> = std::fs::read_to_string(u.join("metrics.jsonl")).unwrap().lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["val_loss"].as_f64().unwrap()).collect();
+    assert!(vals.iter().cloned().fold(f64::INFINITY, f64::min) < 0.2 * vals[0], "uoro: {vals:?}");
 }
 
 fn strip_timing(metrics: &str) -> Vec<serde_json::Value> {
@@ -289,7 +298,8 @@ fn bad_input_gives_one_line_and_status_2() {
     call(f("forecast", &short, &["--date-column", "date", "--targets", "nosuch"]), &["nosuch"]);
     call(f("forecast", &short, &["--date-column", "date", "--window", "40"]), &["short.csv", "window 40"]);
     fails_with(&["train", "--cell", "transformer"], &["model.cell", "transformer"]);
-    fails_with(&["train", "--estimator", "rtrl"], &["rtrl", "not available"]);
+    fails_with(&["train", "--task", "copy", "--estimator", "rtrl"], &["rtrl", "tokens"]);
+    fails_with(&["train", "--estimator", "rtrl", "--hidden", "256", "--memory-limit-mb", "1"], &["memory", "limit"]);
     fails_with(&["train", "--k1", "10", "--k2", "5"], &["k2", "k1"]);
     // Unknown key in a TOML file: names the file, line and key.
     let toml = d.join("run.toml");

@@ -118,8 +118,10 @@ pub struct TrainSection {
     pub warmup: usize,
     /// Early stopping: epochs without validation improvement (0: off).
     pub patience: usize,
-    /// Gradient estimator: bptt or tbptt (rtrl, uoro, snap1, snap2 are not available yet).
+    /// Gradient estimator: bptt, tbptt, rtrl, uoro, snap1, snap2.
     pub estimator: String,
+    /// Memory limit of the online estimators' influence matrices, in MiB.
+    pub memory_limit_mb: usize,
     /// Truncated BPTT: steps between updates.
     pub k1: usize,
     /// Truncated BPTT: steps back-propagated (>= k1).
@@ -201,6 +203,7 @@ impl Default for TrainSection {
             warmup: 2,
             patience: 0,
             estimator: "bptt".into(),
+            memory_limit_mb: 2048,
             k1: 50,
             k2: 50,
             val_every: 0,
@@ -244,12 +247,15 @@ impl TrainConfig {
         one_of("train.estimator", &self.train.estimator, &["bptt", "tbptt", "rtrl", "uoro", "snap1", "snap2"])?;
         one_of("train.on_nan", &self.train.on_nan, &["stop", "skip"])?;
         one_of("data.split", &self.data.split, &["chars", "whitespace"])?;
-        if matches!(self.train.estimator.as_str(), "rtrl" | "uoro" | "snap1" | "snap2") {
+        if matches!(self.train.estimator.as_str(), "rtrl" | "uoro" | "snap1" | "snap2") && matches!(self.task.as_str(), "tokens" | "charlm" | "copy") {
             return Err(config_err(
                 "train.estimator",
                 &self.train.estimator,
-                "online gradient estimators are not available yet in this version; use bptt or tbptt",
+                format!("online estimators take real-valued inputs; task {} embeds tokens (use bptt or tbptt)", self.task),
             ));
+        }
+        if self.train.memory_limit_mb == 0 {
+            return Err(config_err("train.memory_limit_mb", 0, "must be at least 1"));
         }
         let pos = |what: &str, v: usize| if v == 0 { Err(config_err(what, v, "must be at least 1")) } else { Ok(()) };
         pos("model.hidden", self.model.hidden)?;

@@ -24,7 +24,7 @@ use crate::optim::{clip_grad_norm, clip_grad_value, grad_norm, Optimizer, Optimi
 use crate::CellKind;
 pub use config::TrainConfig;
 use rand::seq::SliceRandom;
-use rand::SeedableRng;
+use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -421,6 +421,14 @@ fn train_inner(cfg: &TrainConfig, resume: bool, rep: &mut dyn Reporter) -> Resul
         ("bptt", TaskData::Stream { .. }) => "tbptt",
         (e, _) => if e == "tbptt" { "tbptt" } else { "bptt" },
     };
+    let online = crate::online::Estimator::parse(&cfg.train.estimator)?;
+    if online.is_online() {
+        if let TaskData::Stream { .. } = prep.data {
+            return Err(config_err("train.estimator", &cfg.train.estimator, "online estimators take real-valued inputs; this task embeds tokens"));
+        }
+        // Fail early, naming the need and the limit, rather than in the first batch.
+        crate::online::OnlineState::<f32>::new(&model, online, cfg.train.batch, cfg.train.memory_limit_mb << 20, 0)?;
+    }
     let mut grads = vec![0.0f32; model.num_params()];
     let mut epochs_run = 0;
     // Statistics since the last metrics line.
@@ -477,7 +485,16 @@ fn train_inner(cfg: &TrainConfig, resume: bool, rep: &mut dyn Reporter) -> Resul
                     let bb = make_batch(train, chunk);
                     let ntok: usize = bb.lengths.iter().sum();
                     let mut losses = Vec::new();
-                    if estimator == "tbptt" {
+                    if online.is_online() {
+                        if bb.lengths.iter().any(|&l| l != bb.t) {
+                            return Err(config_err("train.estimator", &cfg.train.estimator, "online estimators need equal-length sequences in a batch; use bptt or tbptt"));
+                        }
+                        let x_tm = crate::model::swap_leading(&bb.x, bb.b, bb.t, model.cfg.rnn.input_size);
+                        let seed = rng.gen::<u64>();
+                        let (loss, mut g) = crate::online::sequence_gradient(&model, &x_tm, bb.t, bb.b, bb.targets(), online, seed, cfg.train.memory_limit_mb << 20)?;
+                        apply(&mut model, &mut opt, &mut g, loss as f64, &mut gs, rep)?;
+                        losses.push(loss as f64);
+                    } else if estimator == "tbptt" {
                         let stream = Stream::new(&model, &bb.batch(), bb.targets())?;
                         let mut inner: Result<()> = Ok(());
                         tbptt(&mut model, &stream, tr, None, Some(&mut rng), |m, g| {
