@@ -220,3 +220,94 @@ pub fn bench_stream(cellk: CellKind, threads: usize) -> Result<BenchLine> {
         min_us: Some(per_step[0] * 1e6),
     })
 }
+
+/// One line of the online-estimator benchmark.
+#[derive(Clone, Debug, Serialize)]
+pub struct OnlineBenchLine {
+    pub lib: String,
+    pub mode: String,
+    pub estimator: String,
+    pub cell: String,
+    pub hidden: usize,
+    pub input: usize,
+    /// Median time of one training step (one time step, batch 1), milliseconds.
+    pub ms_per_step: f64,
+    /// FLOPs of the step's dominant product (see `online_flops`).
+    pub dominant_flops: f64,
+    /// dominant_flops / time.
+    pub gflops: f64,
+}
+
+/// Input width of the online benchmark.
+pub const ONLINE_INPUT: usize = 32;
+
+/// FLOPs of the dominant product of one step: exact RTRL and SnAp-2 (dense
+/// J): D J, 2 S^2 P; SnAp-1: its per-unit S x S blocks on the pattern, 2 SC P;
+/// UORO: D s~ and the immediate product, 2 S^2 + 4 P; BPTT: forward and
+/// backward of the step's products, 3 x 2 (I + H) G H.
+pub fn online_flops(cell: CellKind, estimator: crate::online::Estimator, h: usize, i: usize) -> f64 {
+    use crate::online::Estimator as E;
+    let g = cell.gates() as f64;
+    let sc = crate::cells::state_components(cell) as f64;
+    let (h, i) = (h as f64, i as f64);
+    let s = sc * h;
+    let p = g * h * (i + h + 2.0);
+    match estimator {
+        E::Rtrl | E::Snap2 => 2.0 * s * s * p,
+        E::Snap1 => 2.0 * sc * p,
+        E::Uoro => 2.0 * s * s + 4.0 * p,
+        E::Bptt | E::Tbptt => 3.0 * 2.0 * (i + h) * g * h,
+    }
+}
+
+/// Times one training step of `estimator` on a one-layer network of `hidden`
+/// units with 32 inputs, batch 1, f32. Online estimators: one time step of a
+/// stream (forward, influence update, gradient). BPTT: forward and backward
+/// over 100 steps, divided by 100.
+pub fn bench_online(cellk: CellKind, estimator: crate::online::Estimator, hidden: usize, seconds: f64) -> Result<OnlineBenchLine> {
+    use crate::online::{Estimator as E, OnlineLearner};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+    let i = ONLINE_INPUT;
+    let cfg = ModelConfig { rnn: RnnConfig::new(cellk, i, hidden), vocab: None, head: HeadKind::Every, out_size: 1, loss: LossKind::Mse };
+    let model = Model::<f32>::new(cfg, &InitConfig::default(), &mut rng)?;
+    let x: Vec<f32> = (0..100 * i).map(|_| rng.gen_range(-1.0..1.0)).collect();
+    let y: Vec<f32> = (0..100).map(|_| rng.gen_range(-1.0..1.0)).collect();
+    let opt = Optimizer::<f32>::new(OptimizerKind::default_for("sgd", 1e-4)?, model.num_params())?;
+    let (med, _, _) = if matches!(estimator, E::Bptt | E::Tbptt) {
+        let mut grads = vec![0.0f32; model.num_params()];
+        let (m, mn, r) = median_time(
+            || {
+                let batch = Batch { input: SeqInput::Dense(&x), batch: 1, seq_len: 100, batch_first: true, lengths: None };
+                grads.iter_mut().for_each(|g| *g = 0.0);
+                model.loss_and_grad::<rand_chacha::ChaCha8Rng>(&batch, Targets::Real(&y), None, &mut grads, None)?;
+                Ok(())
+            },
+            seconds,
+        )?;
+        (m / 100.0, mn / 100.0, r)
+    } else {
+        // k = usize::MAX: never update, so the step is the gradient computation alone, as for BPTT.
+        let mut l = OnlineLearner::new(model, opt, estimator, usize::MAX, 1, 0, crate::online::DEFAULT_MEMORY_LIMIT)?;
+        let mut t = 0usize;
+        median_time(
+            || {
+                l.step(&x[(t % 100) * i..(t % 100 + 1) * i], Some(Targets::Real(&y[t % 100..t % 100 + 1])))?;
+                t += 1;
+                Ok(())
+            },
+            seconds,
+        )?
+    };
+    let flops = online_flops(cellk, estimator, hidden, i);
+    Ok(OnlineBenchLine {
+        lib: lib_name(),
+        mode: "online".into(),
+        estimator: format!("{estimator:?}").to_lowercase(),
+        cell: peer_name(cellk).into(),
+        hidden,
+        input: i,
+        ms_per_step: med * 1e3,
+        dominant_flops: flops,
+        gflops: flops / med / 1e9,
+    })
+}

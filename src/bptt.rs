@@ -111,14 +111,14 @@ impl<F: Float> Stream<F> {
         let tm = |w: usize| if every && batch.batch_first { Some(w) } else { None };
         let targets = match targets {
             Targets::Real(v) => {
-                crate::error::check_len("targets", v.len(), rows * o, &format!("[{rows} rows x O={o}]"))?;
+                crate::error::check_len("targets", v.len(), rows * o, || format!("[{rows} rows x O={o}]"))?;
                 StreamTargets::Real(match tm(o) {
                     Some(w) => swap_leading(v, b, t, w),
                     None => v.to_vec(),
                 })
             }
             Targets::Class(v) => {
-                crate::error::check_len("targets", v.len(), rows, &format!("[{rows} rows]"))?;
+                crate::error::check_len("targets", v.len(), rows, || format!("[{rows} rows]"))?;
                 StreamTargets::Class(match tm(1) {
                     Some(w) => swap_leading(v, b, t, w),
                     None => v.to_vec(),

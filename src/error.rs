@@ -47,10 +47,31 @@ pub(crate) fn config_err(what: impl Into<String>, value: impl ToString, reason: 
     Error::Config { what: what.into(), value: value.to_string(), reason: reason.into() }
 }
 
+/// Text of a shape for an error message, built only when the error happens
+/// (checks run on every step, so they must not format strings).
+pub(crate) trait ShapeText {
+    fn text(self) -> String;
+}
+impl ShapeText for &str {
+    fn text(self) -> String {
+        self.to_string()
+    }
+}
+impl ShapeText for &String {
+    fn text(self) -> String {
+        self.clone()
+    }
+}
+impl<T: FnOnce() -> String> ShapeText for T {
+    fn text(self) -> String {
+        self()
+    }
+}
+
 /// Checks that a buffer holds exactly `expected` elements.
-pub(crate) fn check_len(what: &str, len: usize, expected: usize, shape: &str) -> Result<()> {
+pub(crate) fn check_len(what: &str, len: usize, expected: usize, shape: impl ShapeText) -> Result<()> {
     if len != expected {
-        return Err(shape_err(what, format!("{shape} = {expected} elements"), format!("{len} elements")));
+        return Err(shape_err(what, format!("{} = {expected} elements", shape.text()), format!("{len} elements")));
     }
     Ok(())
 }

@@ -46,14 +46,14 @@ pub enum Targets<'a, F> {
 pub fn loss_forward_backward<F: Float>(
     kind: LossKind, y: &[F], n: usize, o: usize, targets: Targets<F>, counted: &[bool],
 ) -> Result<(F, Vec<F>, usize)> {
-    check_len("predictions", y.len(), n * o, &format!("[N={n}, O={o}]"))?;
-    check_len("loss mask", counted.len(), n, &format!("[N={n}]"))?;
+    check_len("predictions", y.len(), n * o, || format!("[N={n}, O={o}]"))?;
+    check_len("loss mask", counted.len(), n, || format!("[N={n}]"))?;
     let mut dy = vec![F::zero(); n * o];
     let mut total = 0.0f64;
     let mut count = 0usize;
     match (kind, targets) {
         (LossKind::Mse, Targets::Real(tg)) | (LossKind::BceWithLogits, Targets::Real(tg)) => {
-            check_len("targets", tg.len(), n * o, &format!("[N={n}, O={o}]"))?;
+            check_len("targets", tg.len(), n * o, || format!("[N={n}, O={o}]"))?;
             for r in (0..n).filter(|&r| counted[r]) {
                 for j in 0..o {
                     let (x, t) = (y[r * o + j], tg[r * o + j]);
@@ -75,7 +75,7 @@ pub fn loss_forward_backward<F: Float>(
             }
         }
         (LossKind::CrossEntropy, Targets::Class(tg)) => {
-            check_len("targets", tg.len(), n, &format!("[N={n}]"))?;
+            check_len("targets", tg.len(), n, || format!("[N={n}]"))?;
             for r in (0..n).filter(|&r| counted[r]) {
                 let c = tg[r];
                 if c == IGNORE_INDEX {

@@ -96,9 +96,16 @@ struct PlotArgs {
 
 #[derive(clap::Args, Debug)]
 struct BenchArgs {
-    /// train (forward + backward + Adam step), infer (forward only) or stream (one cell step, batch 1).
-    #[arg(long, value_parser = ["train", "infer", "stream"])]
+    /// train (forward + backward + Adam step), infer (forward only), stream (one cell step, batch 1),
+    /// or online (one training step of each gradient estimator against the hidden size).
+    #[arg(long, value_parser = ["train", "infer", "stream", "online"])]
     mode: String,
+    /// online mode: comma-separated estimators among bptt, rtrl, uoro, snap1, snap2.
+    #[arg(long, default_value = "bptt,rtrl,uoro,snap1,snap2")]
+    estimators: String,
+    /// online mode: comma-separated hidden sizes.
+    #[arg(long, default_value = "16,32,64,128")]
+    hidden: String,
     /// Comma-separated configurations among S, M, L, LM.
     #[arg(long, default_value = "S,M,L,LM")]
     configs: String,
@@ -136,6 +143,26 @@ fn run_bench(a: &BenchArgs) -> Result<()> {
     })?;
     if !(a.seconds > 0.0 && a.seconds.is_finite()) {
         return Err(UserError(format!("--seconds: {} must be a positive number", a.seconds)).into());
+    }
+    if a.mode == "online" {
+        let ests = parse_list("estimators", &a.estimators, recurrent::online::Estimator::parse)?;
+        let hs = parse_list("hidden", &a.hidden, |v| match v.parse::<usize>() {
+            Ok(n) if n >= 1 => Ok(n),
+            _ => Err(recurrent::Error::Config { what: "hidden".into(), value: v.into(), reason: "must be a whole number >= 1".into() }),
+        })?;
+        for &t in &threads {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(t).build()?;
+            for &c in &cells {
+                for &h in &hs {
+                    for &e in &ests {
+                        let mut line = serde_json::to_value(pool.install(|| bench::bench_online(c, e, h, a.seconds))?)?;
+                        line["threads"] = t.into();
+                        println!("{line}");
+                    }
+                }
+            }
+        }
+        return Ok(());
     }
     for &t in &threads {
         for &c in &cells {

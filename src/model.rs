@@ -276,7 +276,7 @@ impl<F: Float> Model<F> {
                 }
             }
             (SeqInput::Tokens(x), Some(v)) => {
-                check_len("tokens", x.len(), b * t, &format!("[{b} x {t}]"))?;
+                check_len("tokens", x.len(), b * t, || format!("[{b} x {t}]"))?;
                 if let Some(p) = x.iter().position(|&tok| tok >= v) {
                     return Err(Error::Token { token: x[p], position: p, vocab: v });
                 }
@@ -407,7 +407,7 @@ impl<F: Float> Model<F> {
         let (t, b) = (cache.rnn.seq_len, cache.rnn.batch);
         let (dh, o) = (self.cfg.rnn.output_size(), self.cfg.out_size);
         let n = cache.feature.len() / dh;
-        check_len("dy", dy.len(), n * o, &format!("[{n} x O={o}]"))?;
+        check_len("dy", dy.len(), n * o, || format!("[{n} x O={o}]"))?;
         let dy_tm = if cache.batch_first && self.cfg.head == HeadKind::Every { swap_leading(dy, b, t, o) } else { dy.to_vec() };
         // y = feature W_fcᵀ + b  =>  dW_fc += dyᵀ feature, db += Σ dy, dfeature = dy W_fc
         {

@@ -243,19 +243,19 @@ fn forward_cell<F: Float, C: Cell<F>, R: Rng>(
     if t_len == 0 || b == 0 {
         return Err(config_err(if t_len == 0 { "seq_len" } else { "batch" }, 0, "must be at least 1"));
     }
-    crate::error::check_len("x", x.len(), t_len * b * cfg.input_size, &format!("[T={t_len}, B={b}, I={}]", cfg.input_size))?;
+    crate::error::check_len("x", x.len(), t_len * b * cfg.input_size, || format!("[T={t_len}, B={b}, I={}]", cfg.input_size))?;
     if lengths.len() != b || lengths.iter().any(|&l| l > t_len) {
         return Err(shape_err("lengths", format!("[{b}] values in 0..={t_len}"), format!("{lengths:?}")));
     }
     let state_len = nl * nd * b * h;
     if !h0.is_empty() {
-        crate::error::check_len("h0", h0.len(), state_len, &format!("[L*D={}, B={b}, H={h}]", nl * nd))?;
+        crate::error::check_len("h0", h0.len(), state_len, || format!("[L*D={}, B={b}, H={h}]", nl * nd))?;
     }
     if !c0.is_empty() {
         if !C::HAS_C {
             return Err(config_err("c0", "given", "only an LSTM has a cell state"));
         }
-        crate::error::check_len("c0", c0.len(), state_len, &format!("[L*D={}, B={b}, H={h}]", nl * nd))?;
+        crate::error::check_len("c0", c0.len(), state_len, || format!("[L*D={}, B={b}, H={h}]", nl * nd))?;
     }
 
     let mut inputs: Vec<Vec<F>> = Vec::with_capacity(nl);
@@ -371,7 +371,7 @@ fn backward_cell<F: Float, C: Cell<F>>(
     let g = C::GATES * h;
     let dh_out = nd * h;
     let state_len = nl * nd * b * h;
-    crate::error::check_len("dout", dout.len(), t_len * b * dh_out, &format!("[T={t_len}, B={b}, D*H={dh_out}]"))?;
+    crate::error::check_len("dout", dout.len(), t_len * b * dh_out, || format!("[T={t_len}, B={b}, D*H={dh_out}]"))?;
     if !dh_n.is_empty() {
         crate::error::check_len("dh_n", dh_n.len(), state_len, "[L*D, B, H]")?;
     }

@@ -90,6 +90,22 @@ impl Format {
     }
 }
 
+/// Largest magnitude drawn: beyond it, axis arithmetic in plotters overflows
+/// (an infinite span makes its tick search loop forever).
+const MAX_ABS: f64 = 1e300;
+
+/// Log-scale y values must lie in [1/LOG_MAX, LOG_MAX], so that the axis' top over
+/// its bottom stays finite (plotters divides them to place its ticks).
+const LOG_MAX: f64 = 1e150;
+
+fn in_band(v: f64) -> bool {
+    v.is_finite() && v.abs() <= MAX_ABS
+}
+
+fn in_log_band(v: f64) -> bool {
+    (1.0 / LOG_MAX..=LOG_MAX).contains(&v)
+}
+
 /// Registers the embedded font once per process; later calls return the first outcome.
 fn ensure_font() -> std::result::Result<(), String> {
     static REGISTERED: OnceLock<std::result::Result<(), String>> = OnceLock::new();
@@ -105,8 +121,9 @@ fn ensure_font() -> std::result::Result<(), String> {
 /// case; anything else is an error naming the extension).
 ///
 /// Draws `title`, the axis labels, and a legend when there is more than one series.
-/// Points with a NaN or infinite coordinate are skipped; with `log_y` the y axis is
-/// logarithmic and points with y <= 0 are skipped too. An empty `series`, or nothing
+/// Points with a NaN or infinite coordinate, or one beyond ±1e300, are skipped; with
+/// `log_y` the y axis is logarithmic and points with y outside [1e-150, 1e150]
+/// (so every y <= 0) are skipped too. An empty `series`, or nothing
 /// left to draw after skipping, is an error. A single point or a flat line gets a
 /// padded range, so it still shows.
 pub fn line_chart(
@@ -129,16 +146,16 @@ pub fn line_chart(
                 .points
                 .iter()
                 .copied()
-                .filter(|&(x, y)| x.is_finite() && y.is_finite() && (!log_y || y > 0.0))
+                .filter(|&(x, y)| in_band(x) && in_band(y) && (!log_y || in_log_band(y)))
                 .collect(),
         })
         .collect();
     let all = || kept.iter().flat_map(|s| s.points.iter());
     if all().next().is_none() {
         let problem = if log_y {
-            "nothing to plot: no point has a finite x and a finite y > 0 (needed for a log-scale y axis)"
+            "nothing to plot: no point has a finite x and a y in [1e-150, 1e150] (needed for a log-scale y axis)"
         } else {
-            "nothing to plot: no point has finite x and y"
+            "nothing to plot: no point has finite x and y (within ±1e300)"
         };
         return Err(data_err(path, None, problem));
     }
@@ -160,7 +177,8 @@ pub fn line_chart(
 /// missing key or `null` means "not measured at this step"; other keys are ignored;
 /// blank lines are skipped). Plots the train and validation loss against step to
 /// `out_path` (`.png` or `.svg`). The y axis is logarithmic when every loss is
-/// positive and they span at least a factor of 100, linear otherwise.
+/// positive (within [1e-150, 1e150]) and they span at least a factor of 100,
+/// linear otherwise.
 ///
 /// A line that is not such an object is an `Error::Data` naming the file and its
 /// 1-based line; a file with no loss value at all is an error too.
@@ -207,9 +225,9 @@ pub fn plot_metrics(metrics_path: &Path, out_path: &Path) -> Result<()> {
     if series.is_empty() {
         return Err(data_err(metrics_path, None, "no \"train_loss\" or \"val_loss\" value to plot"));
     }
-    let losses = || series.iter().flat_map(|s| s.points.iter().map(|p| p.1)).filter(|y| y.is_finite());
+    let losses = || series.iter().flat_map(|s| s.points.iter().map(|p| p.1)).filter(|&y| in_band(y));
     let (lo, hi) = min_max(losses());
-    let log_y = losses().all(|y| y > 0.0) && hi / lo >= 100.0;
+    let log_y = losses().all(in_log_band) && hi / lo >= 100.0;
     let name = metrics_path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let title = if name.is_empty() { "Training loss".to_string() } else { format!("Training loss ({name})") };
     line_chart(out_path, &title, "step", "loss", &series, log_y)
@@ -264,7 +282,16 @@ impl Chart<'_> {
     fn render<DB: DrawingBackend>(&self, root: DrawingArea<DB, Shift>) -> std::result::Result<(), String> {
         let (y0, y1) = self.y_range;
         let drawn = if self.log_y {
-            self.draw(&root, (y0..y1).log_scale(), &log_tick_label)
+            // plotters' own log ticks skip values below 2.2e-16 and leave a range
+            // inside one decade unlabelled: place them here instead.
+            let ticks = log_ticks(y0, y1);
+            let spec = (y0..y1).log_scale().with_key_points(ticks.bold).with_light_points(ticks.light);
+            if ticks.linear {
+                let fmt = linear_tick_formatter(y0, y1);
+                self.draw(&root, spec, &fmt)
+            } else {
+                self.draw(&root, spec, &log_tick_label)
+            }
         } else {
             let fmt = linear_tick_formatter(y0, y1);
             self.draw(&root, y0..y1, &fmt)
@@ -358,8 +385,9 @@ fn pad_linear(lo: f64, hi: f64) -> (f64, f64) {
     (a, b)
 }
 
-/// A log axis range around [lo, hi] (both > 0) with 5% margins in log space; a
-/// single value gets a factor of 2 either side.
+/// A log axis range around [lo, hi] (both in the log band) with 5% margins in log
+/// space, dropped where they would make the axis' top over bottom overflow; a single
+/// value gets a factor of 2 either side.
 fn pad_log(lo: f64, hi: f64) -> (f64, f64) {
     let ratio = hi / lo;
     let factor = if ratio > 1.0 && ratio.is_finite() { ratio.powf(0.05) } else { 2.0 };
@@ -370,6 +398,9 @@ fn pad_log(lo: f64, hi: f64) -> (f64, f64) {
     }
     if !b.is_finite() {
         b = hi;
+    }
+    if !(b / a).is_finite() {
+        (a, b) = (lo, hi);
     }
     if a >= b {
         (a, b) = (lo, next_up(hi));
@@ -404,10 +435,10 @@ fn linear_tick_formatter(lo: f64, hi: f64) -> impl Fn(&f64) -> String {
         let step_exp = step.log10().floor() as i32;
         if magnitude >= 1e6 || magnitude < 1e-3 {
             let mag_exp = magnitude.log10().floor() as i32;
-            let digits = (mag_exp - step_exp + 1).clamp(1, 12) as usize;
+            let digits = (mag_exp - step_exp + 1).clamp(1, 16) as usize;
             trim_sci(&format!("{v:.digits$e}"))
         } else {
-            let decimals = (1 - step_exp).clamp(0, 12) as usize;
+            let decimals = (1 - step_exp).clamp(0, 16) as usize;
             let s = trim_fixed(&format!("{v:.decimals$}"));
             if s == "-0" {
                 "0".into()
@@ -416,6 +447,63 @@ fn linear_tick_formatter(lo: f64, hi: f64) -> impl Fn(&f64) -> String {
             }
         }
     }
+}
+
+/// Tick positions of a log axis over [lo, hi] (0 < lo < hi).
+struct LogTicks {
+    /// Labelled ticks.
+    bold: Vec<f64>,
+    /// Finer grid lines.
+    light: Vec<f64>,
+    /// The range is too narrow for 1-2-5 ticks: `bold` is evenly spaced instead.
+    linear: bool,
+}
+
+/// Powers of ten (at most about 10 of them labelled, the others as grid lines),
+/// else 1-2-5 or 1..9 times powers of ten when the range holds fewer than three
+/// powers, else evenly spaced ticks for a range narrower than that.
+fn log_ticks(lo: f64, hi: f64) -> LogTicks {
+    let (e0, e1) = (lo.log10().floor() as i32, hi.log10().ceil() as i32);
+    let inside = |v: &f64| *v >= lo && *v <= hi;
+    let times = |mantissas: &[f64]| -> Vec<f64> {
+        (e0..=e1).flat_map(|e| mantissas.iter().map(move |m| m * pow10(e))).filter(inside).collect()
+    };
+    let powers = (e0..=e1).filter(|&e| inside(&pow10(e))).count() as i32;
+    if powers >= 3 {
+        // Label every k-th decade, k round, for at most about 10 labels.
+        let k = [1, 2, 3, 5, 10, 20, 25, 50, 100].into_iter().find(|k| powers / k <= 10).unwrap_or(100);
+        let decades = |step: i32| -> Vec<f64> {
+            (e0..=e1).filter(|e| e.rem_euclid(step) == 0).map(pow10).filter(inside).collect()
+        };
+        let light = if k == 1 { times(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0]) } else { decades((k / 5).max(1)) };
+        return LogTicks { bold: decades(k), light, linear: false };
+    }
+    let all_digits = times(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0]);
+    let one_two_five = times(&[1.0, 2.0, 5.0]);
+    if one_two_five.len() >= 3 {
+        return LogTicks { bold: one_two_five, light: all_digits, linear: false };
+    }
+    if all_digits.len() >= 3 {
+        return LogTicks { bold: all_digits, light: vec![], linear: false };
+    }
+    LogTicks { bold: linear_ticks(lo, hi), light: vec![], linear: true }
+}
+
+/// 10^e, as the nearest double (powi drifts for large |e|).
+fn pow10(e: i32) -> f64 {
+    format!("1e{e}").parse().unwrap_or(f64::NAN)
+}
+
+/// About five evenly spaced round values (1, 2 or 5 times a power of ten apart) in [lo, hi].
+fn linear_ticks(lo: f64, hi: f64) -> Vec<f64> {
+    let raw = (hi / 2.0 - lo / 2.0) / 2.5;
+    if !(raw > 0.0) || !raw.is_finite() {
+        return vec![lo];
+    }
+    let base = pow10(raw.log10().floor() as i32);
+    let step = [1.0, 2.0, 5.0, 10.0].iter().map(|m| m * base).find(|&s| s >= raw).unwrap_or(10.0 * base);
+    let first = (lo / step).ceil();
+    (0..20).map(|i| (first + i as f64) * step).take_while(|&v| v <= hi).collect()
 }
 
 /// Tick labels for a log axis: a few significant digits each.

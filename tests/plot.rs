@@ -152,9 +152,17 @@ fn awkward_data_still_draws() {
         ("flat", vec![Series::new("flat", (0..10).map(|i| (i as f64, 2.5)).collect())], false),
         ("flat-zero", vec![Series::new("flat", (0..10).map(|i| (i as f64, 0.0)).collect())], false),
         ("huge", vec![Series::new("huge", vec![(-1e300, -1e300), (1e300, 1e300)])], false),
-        ("extreme", vec![Series::new("max", vec![(f64::MIN, f64::MIN), (f64::MAX, f64::MAX)])], false),
-        ("huge-log", vec![Series::new("span", vec![(0.0, 1e-300), (1.0, 1e300)])], true),
+        ("limit", vec![Series::new("limit", vec![(-1e300, 1e300), (1e300, -1e300), (0.0, 1e300)])], false),
+        // Beyond ±1e300 is skipped: only the middle point is drawn.
+        ("extreme", vec![Series::new("max", vec![(f64::MIN, f64::MIN), (1.0, 2.0), (f64::MAX, f64::MAX)])], false),
+        ("huge-log", vec![Series::new("span", vec![(0.0, 1e-150), (1.0, 1e150)])], true),
+        ("beyond-log", vec![Series::new("span", vec![(0.0, 1e-300), (1.0, 1.0), (2.0, 1e300)])], true),
+        ("narrow-log", vec![Series::new("flat loss", vec![(0.0, 0.30), (1.0, 0.33), (2.0, 0.31)])], true),
+        ("decade-log", vec![Series::new("loss", vec![(0.0, 0.9), (1.0, 0.2), (2.0, 0.12)])], true),
+        ("tiny-log", vec![Series::new("loss", vec![(0.0, 1e-3), (1.0, 1e-40)])], true),
         ("tiny-span", vec![Series::new("tiny", vec![(1e10, 1e10), (1e10 + 1e-5, 1e10 + 1e-5)])], false),
+        ("tiny-at-huge", vec![Series::new("tiny", vec![(1e299, 1e299), (1.0000000000001e299, 1.0000000000001e299)])], false),
+        ("subnormal", vec![Series::new("sub", vec![(0.0, 5e-324), (1.0, 1e-320)])], false),
         ("small", vec![Series::new("small", vec![(0.0, 1e-12), (1.0, 3e-12)])], false),
         (
             "one-empty",
@@ -165,7 +173,15 @@ fn awkward_data_still_draws() {
     for (name, series, log_y) in cases {
         for ext in ["png", "svg"] {
             let path = dir.path(&format!("{name}.{ext}"));
-            line_chart(&path, name, "x", "y", &series, log_y).unwrap_or_else(|e| panic!("{name}.{ext}: {e}"));
+            // Guard against a hang in the tick search: each chart gets 60 s.
+            let (tx, rx) = std::sync::mpsc::channel();
+            let (p, s) = (path.clone(), series.clone());
+            std::thread::spawn(move || {
+                let _ = tx.send(line_chart(&p, "awkward", "x", "y", &s, log_y));
+            });
+            rx.recv_timeout(std::time::Duration::from_secs(60))
+                .unwrap_or_else(|e| panic!("{name}.{ext}: no result within 60 s ({e})"))
+                .unwrap_or_else(|e| panic!("{name}.{ext}: {e}"));
             if ext == "png" {
                 assert_eq!(png_size(&path), (900, 500), "{name}");
             } else {
@@ -181,7 +197,7 @@ fn empty_input_is_an_error() {
     assert_data_error(line_chart(&dir.path("a.png"), "t", "x", "y", &[], false), &["a.png", "no series"]);
     let empty = vec![Series::new("e", vec![]), Series::new("f", vec![])];
     assert_data_error(line_chart(&dir.path("b.svg"), "t", "x", "y", &empty, false), &["b.svg", "nothing to plot"]);
-    let nan = vec![Series::new("nan", vec![(f64::NAN, 1.0), (1.0, f64::INFINITY)])];
+    let nan = vec![Series::new("nan", vec![(f64::NAN, 1.0), (1.0, f64::INFINITY), (f64::MAX, 0.0)])];
     assert_data_error(line_chart(&dir.path("c.png"), "t", "x", "y", &nan, false), &["c.png", "nothing to plot"]);
     assert_data_error(plot_forecast(&dir.path("d.png"), "t", &[], &[]), &["d.png"]);
     assert!(dir.files().is_empty(), "{:?}", dir.files());

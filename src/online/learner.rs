@@ -60,7 +60,7 @@ pub fn sequence_gradient<F: Float>(
     model: &Model<F>, x: &[F], t_len: usize, b: usize, targets: Targets<F>, method: Estimator, seed: u64, memory_limit: usize,
 ) -> Result<(F, Vec<F>)> {
     let (i, o) = (model.cfg.rnn.input_size, model.cfg.out_size);
-    check_len("x", x.len(), t_len * b * i, &format!("[T={t_len}, B={b}, I={i}]"))?;
+    check_len("x", x.len(), t_len * b * i, || format!("[T={t_len}, B={b}, I={i}]"))?;
     if model.cfg.rnn.num_layers > 1 && model.cfg.rnn.dropout > 0.0 {
         return Err(config_err("dropout", model.cfg.rnn.dropout, "online estimators run without dropout"));
     }
@@ -162,7 +162,7 @@ impl<F: Float> OnlineLearner<F> {
     pub fn step(&mut self, x: &[F], target: Option<Targets<F>>) -> Result<Option<f64>> {
         let b = self.est.b;
         let i = self.model.cfg.rnn.input_size;
-        check_len("x", x.len(), b * i, &format!("[B={b}, I={i}]"))?;
+        check_len("x", x.len(), b * i, || format!("[B={b}, I={i}]"))?;
         let (cache, next, y) = step(&self.model, x, b, &self.state)?;
         self.est.update(&self.model, &cache)?;
         self.state = next;

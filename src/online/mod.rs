@@ -117,7 +117,7 @@ struct StepJac<F> {
 enum Influence<F> {
     /// Exact RTRL (`cross`: with the layer-below term) or SnAp-2 (with a
     /// mask): one dense J [S_l, P] per (layer, sequence), double-buffered.
-    Dense { j: Vec<Vec<F>>, spare: Vec<F>, cross: bool, mask: Option<Vec<Vec<bool>>> },
+    Dense { j: Vec<Vec<F>>, spare: Vec<Vec<F>>, cross: bool, mask: Option<Vec<Vec<bool>>> },
     /// SnAp-1: per (layer, sequence), for each state row, its values on the
     /// row's own parameters [S_l, G*(I_l + H + 2)] (bias part unused without bias).
     Snap1 { j: Vec<Vec<F>> },
@@ -180,7 +180,7 @@ impl<F: Float> OnlineState<F> {
         let s_tot: usize = layers.iter().map(|l| l.s).sum();
         let jac: usize = layers.iter().map(|l| l.s * (2 * g + l.s + s_tot + 1) + l.i + l.h).sum::<usize>() * batch;
         let inf = match method {
-            Estimator::Rtrl | Estimator::Snap2 => batch * s_tot * p + layers.iter().map(|l| l.s * p).max().unwrap_or(0),
+            Estimator::Rtrl | Estimator::Snap2 => (batch + 1) * s_tot * p,
             Estimator::Snap1 => batch * layers.iter().map(|l| l.s * g * (l.i + l.h + 2)).sum::<usize>(),
             Estimator::Uoro => batch * (s_tot + p),
             _ => return Err(config_err("estimator", format!("{method:?}"), "is not an online estimator")),
@@ -233,7 +233,7 @@ impl<F: Float> OnlineState<F> {
         let inf = match method {
             Estimator::Rtrl | Estimator::Snap2 => {
                 let j = (0..batch * nl).map(|k| vec![F::zero(); layers[k % nl].s * p]).collect();
-                let spare = vec![F::zero(); layers.iter().map(|l| l.s * p).max().unwrap_or(0)];
+                let spare = layers.iter().map(|l| vec![F::zero(); l.s * p]).collect();
                 let mask = (method == Estimator::Snap2).then(|| snap2_mask(model, &layers, sc, g, p));
                 Influence::Dense { j, spare, cross: method == Estimator::Rtrl, mask }
             }
@@ -261,7 +261,7 @@ impl<F: Float> OnlineState<F> {
         let jac: usize = self.jac.iter().map(|j| j.mx.capacity() + j.mh.capacity() + j.dd.capacity() + j.a.capacity() + j.bx.capacity() + j.x.capacity() + j.h_prev.capacity()).sum();
         let inf = match &self.inf {
             Influence::Dense { j, spare, mask, .. } => {
-                j.iter().map(|v| v.capacity()).sum::<usize>() + spare.capacity() + mask.as_ref().map_or(0, |m| m.iter().map(|v| v.capacity()).sum::<usize>() / f.max(1))
+                j.iter().chain(spare.iter()).map(|v| v.capacity()).sum::<usize>() + mask.as_ref().map_or(0, |m| m.iter().map(|v| v.capacity()).sum::<usize>() / f.max(1))
             }
             Influence::Snap1 { j } => j.iter().map(|v| v.capacity()).sum(),
             Influence::Uoro { s, theta, .. } => s.iter().chain(theta.iter()).map(|v| v.capacity()).sum(),
@@ -292,13 +292,14 @@ impl<F: Float> OnlineState<F> {
                         // J_new = D J_old (+ Bx J^{l-1}_new) + I
                         let (below, rest) = j.split_at_mut(b * nl + l);
                         let jl = &mut rest[0];
-                        let tmp = &mut spare[..s * p];
+                        let tmp = &mut spare[l];
                         gemm(s, s, p, F::one(), &jc.a, Tr::N, jl, Tr::N, F::zero(), tmp);
                         if *cross && l > 0 {
                             let sb = self.layers[l - 1].s;
                             gemm(s, sb, p, F::one(), &jc.bx, Tr::N, &below[b * nl + l - 1], Tr::N, F::one(), tmp);
                         }
-                        jl.copy_from_slice(tmp);
+                        // The new J is in the spare buffer: swap, keeping the old one as the next spare.
+                        std::mem::swap(jl, tmp);
                         add_immediate_dense(d, self.sc, self.g, jc, jl, p);
                         if let Some(m) = mask {
                             for (v, keep) in jl.iter_mut().zip(&m[l]) {
@@ -493,8 +494,7 @@ fn snap1_width(d: &LayerDims, g: usize) -> usize {
 fn snap1_update<F: Float>(d: &LayerDims, sc: usize, g: usize, jc: &StepJac<F>, jl: &mut [F], params: &[F]) {
     let w = snap1_width(d, g);
     let w_hh = &params[d.w_hh..d.w_hh + g * d.h * d.h];
-    let mut old = vec![F::zero(); sc * w];
-    for j in 0..d.h {
+    for (j, rows) in jl.chunks_exact_mut(sc * w).enumerate() {
         // The diagonal block of D for unit j: [SC, SC].
         let mut dj = [F::zero(); 4];
         for q in 0..sc {
@@ -505,28 +505,32 @@ fn snap1_update<F: Float>(d: &LayerDims, sc: usize, g: usize, jc: &StepJac<F>, j
                 dj[q * sc + q2] += jc.dd[(j * sc + q) * sc + q2];
             }
         }
-        old.copy_from_slice(&jl[j * sc * w..(j + 1) * sc * w]);
-        for q in 0..sc {
-            let row = &mut jl[(j * sc + q) * w..(j * sc + q + 1) * w];
-            for (k, v) in row.iter_mut().enumerate() {
-                let mut acc = F::zero();
-                for q2 in 0..sc {
-                    acc += dj[q * sc + q2] * old[q2 * w + k];
-                }
-                *v = acc;
+        if sc == 1 {
+            let d0 = dj[0];
+            rows.iter_mut().for_each(|v| *v *= d0);
+        } else {
+            // (h, c) rows mix through the 2 x 2 block.
+            let (rh, rc) = rows.split_at_mut(w);
+            for (a, b) in rh.iter_mut().zip(rc.iter_mut()) {
+                let (va, vb) = (*a, *b);
+                *a = dj[0] * va + dj[1] * vb;
+                *b = dj[2] * va + dj[3] * vb;
             }
-            // Immediate part, laid out per gate: [W_ih row (I) | W_hh row (H) | b_ih | b_hh].
-            for gg in 0..g {
+        }
+        // Immediate part, laid out per gate: [W_ih row (I) | W_hh row (H) | b_ih | b_hh].
+        for (q, row) in rows.chunks_exact_mut(w).enumerate() {
+            for (gg, seg) in row.chunks_exact_mut(d.i + d.h + 2).enumerate() {
                 let (mx, mh) = (jc.mx[(j * sc + q) * g + gg], jc.mh[(j * sc + q) * g + gg]);
-                let base = gg * (d.i + d.h + 2);
-                for (k, xv) in jc.x.iter().enumerate() {
-                    row[base + k] += mx * *xv;
+                let (sx, rest) = seg.split_at_mut(d.i);
+                let (sh, sb) = rest.split_at_mut(d.h);
+                for (v, xv) in sx.iter_mut().zip(&jc.x) {
+                    *v += mx * *xv;
                 }
-                for (k, hv) in jc.h_prev.iter().enumerate() {
-                    row[base + d.i + k] += mh * *hv;
+                for (v, hv) in sh.iter_mut().zip(&jc.h_prev) {
+                    *v += mh * *hv;
                 }
-                row[base + d.i + d.h] += mx;
-                row[base + d.i + d.h + 1] += mh;
+                sb[0] += mx;
+                sb[1] += mh;
             }
         }
     }
@@ -542,18 +546,17 @@ fn snap1_accumulate<F: Float>(d: &LayerDims, sc: usize, g: usize, delta: &[F], j
                 continue;
             }
             let row = &jl[(j * sc + q) * w..(j * sc + q + 1) * w];
-            for gg in 0..g {
+            for (gg, seg) in row.chunks_exact(d.i + d.h + 2).enumerate() {
                 let r = gg * d.h + j;
-                let base = gg * (d.i + d.h + 2);
-                for k in 0..d.i {
-                    g_rnn[d.w_ih + r * d.i + k] += dv * row[base + k];
+                for (gv, v) in g_rnn[d.w_ih + r * d.i..d.w_ih + (r + 1) * d.i].iter_mut().zip(&seg[..d.i]) {
+                    *gv += dv * *v;
                 }
-                for k in 0..d.h {
-                    g_rnn[d.w_hh + r * d.h + k] += dv * row[base + d.i + k];
+                for (gv, v) in g_rnn[d.w_hh + r * d.h..d.w_hh + (r + 1) * d.h].iter_mut().zip(&seg[d.i..d.i + d.h]) {
+                    *gv += dv * *v;
                 }
                 if d.b_ih != usize::MAX {
-                    g_rnn[d.b_ih + r] += dv * row[base + d.i + d.h];
-                    g_rnn[d.b_hh + r] += dv * row[base + d.i + d.h + 1];
+                    g_rnn[d.b_ih + r] += dv * seg[d.i + d.h];
+                    g_rnn[d.b_hh + r] += dv * seg[d.i + d.h + 1];
                 }
             }
         }
