@@ -43,7 +43,11 @@ pub const CONFIGS: [BenchConfig; 4] = [
 
 /// Looks a configuration up by name.
 pub fn config(name: &str) -> Result<BenchConfig> {
-    CONFIGS.iter().copied().find(|c| c.name == name).ok_or_else(|| config_err("config", name, "expected one of S, M, L, LM"))
+    CONFIGS
+        .iter()
+        .copied()
+        .find(|c| c.name == name)
+        .ok_or_else(|| config_err("config", name, "expected one of S, M, L, LM"))
 }
 
 /// The cell names of the peer script.
@@ -128,7 +132,15 @@ fn median_time(mut step: impl FnMut() -> Result<()>, seconds: f64) -> Result<(f6
 pub fn bench_model(cellk: CellKind, c: &BenchConfig, train: bool, threads: usize, seconds: f64) -> Result<BenchLine> {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
     let cfg = ModelConfig {
-        rnn: RnnConfig { cell: cellk, input_size: c.input, hidden_size: c.hidden, num_layers: c.layers, bidirectional: false, bias: true, dropout: 0.0 },
+        rnn: RnnConfig {
+            cell: cellk,
+            input_size: c.input,
+            hidden_size: c.hidden,
+            num_layers: c.layers,
+            bidirectional: false,
+            bias: true,
+            dropout: 0.0,
+        },
         vocab: c.lm.then_some(VOCAB),
         head: if c.lm { HeadKind::Every } else { HeadKind::Last },
         out_size: if c.lm { VOCAB } else { HEAD_OUTPUTS },
@@ -142,7 +154,10 @@ pub fn bench_model(cellk: CellKind, c: &BenchConfig, train: bool, threads: usize
     let yreal: Vec<f32> = (0..b * HEAD_OUTPUTS).map(|_| rng.gen_range(-1.0..1.0)).collect();
     let mut opt = Optimizer::<f32>::new(OptimizerKind::default_for("adam", 1e-3)?, model.num_params())?;
     let mut grads = vec![0.0f32; model.num_params()];
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().map_err(|e| config_err("threads", threads, e.to_string()))?;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .map_err(|e| config_err("threads", threads, e.to_string()))?;
     let (med, min, reps) = pool.install(|| {
         median_time(
             || {
@@ -182,11 +197,20 @@ pub fn bench_model(cellk: CellKind, c: &BenchConfig, train: bool, threads: usize
 pub fn bench_stream(cellk: CellKind, threads: usize) -> Result<BenchLine> {
     let (b, i, h) = STREAM;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
-    let cfg = ModelConfig { rnn: RnnConfig::new(cellk, i, h), vocab: None, head: HeadKind::Every, out_size: 1, loss: LossKind::Mse };
+    let cfg = ModelConfig {
+        rnn: RnnConfig::new(cellk, i, h),
+        vocab: None,
+        head: HeadKind::Every,
+        out_size: 1,
+        loss: LossKind::Mse,
+    };
     let model = Model::<f32>::new(cfg, &InitConfig::default(), &mut rng)?;
     let x: Vec<f32> = (0..b * i).map(|_| rng.gen_range(-1.0..1.0)).collect();
     let mut state = model.zero_state(b);
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().map_err(|e| config_err("threads", threads, e.to_string()))?;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .map_err(|e| config_err("threads", threads, e.to_string()))?;
     let mut run = |n: usize| -> Result<()> {
         for _ in 0..n {
             state = model.step(&x, &state)?;
@@ -264,11 +288,22 @@ pub fn online_flops(cell: CellKind, estimator: crate::online::Estimator, h: usiz
 /// units with 32 inputs, batch 1, f32. Online estimators: one time step of a
 /// stream (forward, influence update, gradient). BPTT: forward and backward
 /// over 100 steps, divided by 100.
-pub fn bench_online(cellk: CellKind, estimator: crate::online::Estimator, hidden: usize, seconds: f64) -> Result<OnlineBenchLine> {
+pub fn bench_online(
+    cellk: CellKind,
+    estimator: crate::online::Estimator,
+    hidden: usize,
+    seconds: f64,
+) -> Result<OnlineBenchLine> {
     use crate::online::{Estimator as E, OnlineLearner};
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
     let i = ONLINE_INPUT;
-    let cfg = ModelConfig { rnn: RnnConfig::new(cellk, i, hidden), vocab: None, head: HeadKind::Every, out_size: 1, loss: LossKind::Mse };
+    let cfg = ModelConfig {
+        rnn: RnnConfig::new(cellk, i, hidden),
+        vocab: None,
+        head: HeadKind::Every,
+        out_size: 1,
+        loss: LossKind::Mse,
+    };
     let model = Model::<f32>::new(cfg, &InitConfig::default(), &mut rng)?;
     let x: Vec<f32> = (0..100 * i).map(|_| rng.gen_range(-1.0..1.0)).collect();
     let y: Vec<f32> = (0..100).map(|_| rng.gen_range(-1.0..1.0)).collect();
@@ -277,7 +312,8 @@ pub fn bench_online(cellk: CellKind, estimator: crate::online::Estimator, hidden
         let mut grads = vec![0.0f32; model.num_params()];
         let (m, mn, r) = median_time(
             || {
-                let batch = Batch { input: SeqInput::Dense(&x), batch: 1, seq_len: 100, batch_first: true, lengths: None };
+                let batch =
+                    Batch { input: SeqInput::Dense(&x), batch: 1, seq_len: 100, batch_first: true, lengths: None };
                 grads.iter_mut().for_each(|g| *g = 0.0);
                 model.loss_and_grad::<rand_chacha::ChaCha8Rng>(&batch, Targets::Real(&y), None, &mut grads, None)?;
                 Ok(())

@@ -103,8 +103,12 @@ impl<F: Float> Stream<F> {
         let o = model.cfg.out_size;
         model.check_input(batch)?;
         let input = match batch.input {
-            SeqInput::Dense(x) => TimeMajor::Dense(if batch.batch_first { swap_leading(x, b, t, i) } else { x.to_vec() }),
-            SeqInput::Tokens(x) => TimeMajor::Tokens(if batch.batch_first { swap_leading(x, b, t, 1) } else { x.to_vec() }),
+            SeqInput::Dense(x) => {
+                TimeMajor::Dense(if batch.batch_first { swap_leading(x, b, t, i) } else { x.to_vec() })
+            }
+            SeqInput::Tokens(x) => {
+                TimeMajor::Tokens(if batch.batch_first { swap_leading(x, b, t, 1) } else { x.to_vec() })
+            }
         };
         let every = model.cfg.head == HeadKind::Every;
         let rows = if every { t * b } else { b };
@@ -140,7 +144,12 @@ impl<F: Float> Stream<F> {
     /// Forward, loss and (when `grads` is given) backward of one window,
     /// starting from `state` (treated as a constant).
     pub fn window<R: Rng>(
-        &self, model: &Model<F>, w: Window, state: Option<&RnnState<F>>, grads: Option<&mut [F]>, dropout_rng: Option<&mut R>,
+        &self,
+        model: &Model<F>,
+        w: Window,
+        state: Option<&RnnState<F>>,
+        grads: Option<&mut [F]>,
+        dropout_rng: Option<&mut R>,
     ) -> Result<WindowResult<F>> {
         let (b, len) = (self.batch, w.end - w.start);
         let rows = w.start * b..w.end * b;
@@ -150,11 +159,15 @@ impl<F: Float> Stream<F> {
         };
         let lengths: Vec<usize> = self.lengths.iter().map(|&l| l.saturating_sub(w.start).min(len)).collect();
         // The last-step head scores sequence r in the window that holds its last step.
-        let last: Vec<Option<usize>> =
-            self.lengths.iter().map(|&l| if l - 1 >= w.score_from && l - 1 < w.end { Some(l - 1 - w.start) } else { None }).collect();
+        let last: Vec<Option<usize>> = self
+            .lengths
+            .iter()
+            .map(|&l| if l - 1 >= w.score_from && l - 1 < w.end { Some(l - 1 - w.start) } else { None })
+            .collect();
         let every = model.cfg.head == HeadKind::Every;
         let o = model.cfg.out_size;
-        let (output, cache) = model.forward_tm(input, len, b, false, lengths, last, w.score_from - w.start, state, dropout_rng)?;
+        let (output, cache) =
+            model.forward_tm(input, len, b, false, lengths, last, w.score_from - w.start, state, dropout_rng)?;
         let targets = match (&self.targets, every) {
             (StreamTargets::Real(v), true) => Targets::Real(&v[rows.start * o..rows.end * o]),
             (StreamTargets::Real(v), false) => Targets::Real(&v[..]),
@@ -171,7 +184,14 @@ impl<F: Float> Stream<F> {
     /// The state at step `at` (start <= at <= end) of a window just run:
     /// forward direction from the window's cache, reverse direction reset to
     /// `init` (the stream's initial state).
-    pub fn state_at(&self, model: &Model<F>, w: Window, cache: &ModelCache<F>, at: usize, init: &RnnState<F>) -> RnnState<F> {
+    pub fn state_at(
+        &self,
+        model: &Model<F>,
+        w: Window,
+        cache: &ModelCache<F>,
+        at: usize,
+        init: &RnnState<F>,
+    ) -> RnnState<F> {
         let cfg = &model.cfg.rnn;
         let (b, h, nd) = (self.batch, cfg.hidden_size, cfg.dirs());
         let mut s = init.clone();
@@ -201,7 +221,11 @@ pub struct TbpttReport<F> {
 /// window with that window's gradients (zeroed before each window). The
 /// closure typically clips and takes an optimizer step.
 pub fn tbptt<F: Float, R: Rng>(
-    model: &mut Model<F>, stream: &Stream<F>, tr: Truncation, state0: Option<&RnnState<F>>, mut dropout_rng: Option<&mut R>,
+    model: &mut Model<F>,
+    stream: &Stream<F>,
+    tr: Truncation,
+    state0: Option<&RnnState<F>>,
+    mut dropout_rng: Option<&mut R>,
     mut update: impl FnMut(&mut Model<F>, &mut [F]) -> Result<()>,
 ) -> Result<TbpttReport<F>> {
     let init = match state0 {

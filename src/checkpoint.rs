@@ -69,7 +69,8 @@ pub fn serialize_tensors(tensors: &[(String, Vec<usize>, Vec<u8>)], meta: HashMa
         .map(|(n, s, b)| TensorView::new(Dtype::F32, s.clone(), b).map(|v| (n.clone(), v)))
         .collect::<std::result::Result<_, _>>()
         .map_err(|e| data_err("<checkpoint>", None, format!("cannot build tensor: {e}")))?;
-    safetensors::serialize(views, Some(meta)).map_err(|e| data_err("<checkpoint>", None, format!("cannot serialise: {e}")))
+    safetensors::serialize(views, Some(meta))
+        .map_err(|e| data_err("<checkpoint>", None, format!("cannot serialise: {e}")))
 }
 
 /// Saves a model (as f32) with its metadata to `path`, atomically.
@@ -91,18 +92,25 @@ pub fn save<F: Float>(path: &Path, model: &Model<F>, task: serde_json::Value) ->
 /// and BF16 accepted), with the metadata map.
 pub fn read_tensors(path: &Path) -> Result<(Vec<(String, Vec<usize>, Vec<f64>)>, HashMap<String, String>)> {
     let bytes = std::fs::read(path).map_err(|e| data_err(path, None, format!("cannot read: {e}")))?;
-    let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| data_err(path, None, format!("not a safetensors file: {e}")))?;
+    let (_, header) =
+        SafeTensors::read_metadata(&bytes).map_err(|e| data_err(path, None, format!("not a safetensors file: {e}")))?;
     let meta = header.metadata().clone().unwrap_or_default();
-    let st = SafeTensors::deserialize(&bytes).map_err(|e| data_err(path, None, format!("corrupt safetensors file: {e}")))?;
+    let st =
+        SafeTensors::deserialize(&bytes).map_err(|e| data_err(path, None, format!("corrupt safetensors file: {e}")))?;
     let mut out = Vec::new();
     for (name, view) in st.tensors() {
         let d = view.data();
         let vals: Vec<f64> = match view.dtype() {
             Dtype::F32 => d.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64).collect(),
             Dtype::F64 => d.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes"))).collect(),
-            Dtype::BF16 => d.chunks_exact(2).map(|c| f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16) as f64).collect(),
+            Dtype::BF16 => d
+                .chunks_exact(2)
+                .map(|c| f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16) as f64)
+                .collect(),
             Dtype::F16 => d.chunks_exact(2).map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]])) as f64).collect(),
-            other => return Err(data_err(path, None, format!("tensor {name} has dtype {other:?}; expected a float type"))),
+            other => {
+                return Err(data_err(path, None, format!("tensor {name} has dtype {other:?}; expected a float type")))
+            }
         };
         out.push((name, view.shape().to_vec(), vals));
     }
@@ -136,14 +144,21 @@ fn f16_to_f32(h: u16) -> f32 {
 pub fn load<F: Float>(path: &Path) -> Result<(Model<F>, CheckpointMeta)> {
     let (tensors, meta) = read_tensors(path)?;
     let json = meta.get(META_KEY).ok_or_else(|| {
-        data_err(path, None, format!("no \"{META_KEY}\" metadata: save with metadata={{\"{META_KEY}\": json.dumps(config)}} (see README)"))
+        data_err(
+            path,
+            None,
+            format!(
+                "no \"{META_KEY}\" metadata: save with metadata={{\"{META_KEY}\": json.dumps(config)}} (see README)"
+            ),
+        )
     })?;
-    let meta: CheckpointMeta =
-        serde_json::from_str(json).map_err(|e| data_err(path, None, format!("metadata \"{META_KEY}\" is not valid: {e}")))?;
+    let meta: CheckpointMeta = serde_json::from_str(json)
+        .map_err(|e| data_err(path, None, format!("metadata \"{META_KEY}\" is not valid: {e}")))?;
     if meta.format != FORMAT {
         return Err(data_err(path, None, format!("metadata format is \"{}\", expected \"{FORMAT}\"", meta.format)));
     }
-    let mut model = Model::<F>::zeros(meta.model.clone()).map_err(|e| data_err(path, None, format!("model config: {e}")))?;
+    let mut model =
+        Model::<F>::zeros(meta.model.clone()).map_err(|e| data_err(path, None, format!("model config: {e}")))?;
     let named: Vec<(String, Vec<usize>, Vec<F>)> =
         tensors.into_iter().map(|(n, s, v)| (n, s, v.into_iter().map(F::of).collect())).collect();
     model.load_named(&named).map_err(|e| match e {

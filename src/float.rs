@@ -45,10 +45,20 @@ pub trait Float:
     /// Pointers and strides must describe valid, non-overlapping (for C) matrices.
     #[allow(clippy::too_many_arguments)]
     unsafe fn gemm_raw(
-        m: usize, k: usize, n: usize, alpha: Self,
-        a: *const Self, rsa: isize, csa: isize,
-        b: *const Self, rsb: isize, csb: isize,
-        beta: Self, c: *mut Self, rsc: isize, csc: isize,
+        m: usize,
+        k: usize,
+        n: usize,
+        alpha: Self,
+        a: *const Self,
+        rsa: isize,
+        csa: isize,
+        b: *const Self,
+        rsb: isize,
+        csb: isize,
+        beta: Self,
+        c: *mut Self,
+        rsc: isize,
+        csc: isize,
     );
 }
 
@@ -59,10 +69,20 @@ impl Float for f32 {
         x as f32
     }
     unsafe fn gemm_raw(
-        m: usize, k: usize, n: usize, alpha: f32,
-        a: *const f32, rsa: isize, csa: isize,
-        b: *const f32, rsb: isize, csb: isize,
-        beta: f32, c: *mut f32, rsc: isize, csc: isize,
+        m: usize,
+        k: usize,
+        n: usize,
+        alpha: f32,
+        a: *const f32,
+        rsa: isize,
+        csa: isize,
+        b: *const f32,
+        rsb: isize,
+        csb: isize,
+        beta: f32,
+        c: *mut f32,
+        rsc: isize,
+        csc: isize,
     ) {
         matrixmultiply::sgemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc)
     }
@@ -75,10 +95,20 @@ impl Float for f64 {
         x
     }
     unsafe fn gemm_raw(
-        m: usize, k: usize, n: usize, alpha: f64,
-        a: *const f64, rsa: isize, csa: isize,
-        b: *const f64, rsb: isize, csb: isize,
-        beta: f64, c: *mut f64, rsc: isize, csc: isize,
+        m: usize,
+        k: usize,
+        n: usize,
+        alpha: f64,
+        a: *const f64,
+        rsa: isize,
+        csa: isize,
+        b: *const f64,
+        rsb: isize,
+        csb: isize,
+        beta: f64,
+        c: *mut f64,
+        rsc: isize,
+        csc: isize,
     ) {
         matrixmultiply::dgemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc)
     }

@@ -15,8 +15,8 @@
 
 pub mod bench;
 pub mod bptt;
-pub mod checkpoint;
 pub mod cells;
+pub mod checkpoint;
 pub mod data;
 pub mod error;
 pub mod float;

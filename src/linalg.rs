@@ -97,10 +97,20 @@ pub fn gemm<F: Float>(m: usize, k: usize, n: usize, alpha: F, a: &[F], ta: Tr, b
         // different threads are disjoint, and A and B are only read.
         unsafe {
             F::gemm_raw(
-                r1 - r0, k, c1 - c0, alpha,
-                ap.get().offset(r0 as isize * rsa), rsa, csa,
-                bp.get().offset(c0 as isize * csb), rsb, csb,
-                beta, cp.get().add(r0 * n + c0), n as isize, 1,
+                r1 - r0,
+                k,
+                c1 - c0,
+                alpha,
+                ap.get().offset(r0 as isize * rsa),
+                rsa,
+                csa,
+                bp.get().offset(c0 as isize * csb),
+                rsb,
+                csb,
+                beta,
+                cp.get().add(r0 * n + c0),
+                n as isize,
+                1,
             );
         }
     };
@@ -189,7 +199,16 @@ impl<F> SendPtr<F> {
 /// The plain triple loop, accumulating in f64: the reference for `gemm`.
 #[allow(clippy::too_many_arguments)]
 pub fn gemm_naive<F: Float>(
-    m: usize, k: usize, n: usize, alpha: F, a: &[F], ta: Tr, b: &[F], tb: Tr, beta: F, c: &mut [F],
+    m: usize,
+    k: usize,
+    n: usize,
+    alpha: F,
+    a: &[F],
+    ta: Tr,
+    b: &[F],
+    tb: Tr,
+    beta: F,
+    c: &mut [F],
 ) {
     let at = |i: usize, p: usize| match ta {
         Tr::N => a[i * k + p],
@@ -264,7 +283,19 @@ mod tests {
 
     fn check_edge_shapes() {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
-        for &(m, k, n) in &[(1, 1, 1), (1, 7, 3), (1, 300, 1030), (5, 1, 9), (3, 4, 1), (17, 33, 9), (64, 31, 5), (2, 0, 3), (97, 65, 83), (5, 130, 1001), (700, 40, 17)] {
+        for &(m, k, n) in &[
+            (1, 1, 1),
+            (1, 7, 3),
+            (1, 300, 1030),
+            (5, 1, 9),
+            (3, 4, 1),
+            (17, 33, 9),
+            (64, 31, 5),
+            (2, 0, 3),
+            (97, 65, 83),
+            (5, 130, 1001),
+            (700, 40, 17),
+        ] {
             for ta in [Tr::N, Tr::T] {
                 for tb in [Tr::N, Tr::T] {
                     for &beta in &[0.0, 1.0, 0.5] {

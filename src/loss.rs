@@ -44,7 +44,12 @@ pub enum Targets<'a, F> {
 /// Loss value and dL/dy for predictions `y` [N, O]; only rows with
 /// `counted[row]` take part. Returns (loss, dy [N, O], number of counted elements).
 pub fn loss_forward_backward<F: Float>(
-    kind: LossKind, y: &[F], n: usize, o: usize, targets: Targets<F>, counted: &[bool],
+    kind: LossKind,
+    y: &[F],
+    n: usize,
+    o: usize,
+    targets: Targets<F>,
+    counted: &[bool],
 ) -> Result<(F, Vec<F>, usize)> {
     check_len("predictions", y.len(), n * o, || format!("[N={n}, O={o}]"))?;
     check_len("loss mask", counted.len(), n, || format!("[N={n}]"))?;
@@ -96,7 +101,13 @@ pub fn loss_forward_backward<F: Float>(
                 count += 1;
             }
         }
-        (k, _) => return Err(config_err("targets", format!("{k:?}"), "MSE and BCE take real targets, cross-entropy class indices")),
+        (k, _) => {
+            return Err(config_err(
+                "targets",
+                format!("{k:?}"),
+                "MSE and BCE take real targets, cross-entropy class indices",
+            ))
+        }
     }
     if count == 0 {
         return Ok((F::zero(), dy, 0));
@@ -119,7 +130,9 @@ mod tests {
         assert!(matches!(r, Err(Error::Config { .. })));
         let r = loss_forward_backward(LossKind::CrossEntropy, &y, 1, 3, Targets::<f64>::Class(&[3]), &[true]);
         assert_eq!(r.unwrap_err(), Error::Class { target: 3, position: 0, classes: 3 });
-        let (l, dy, n) = loss_forward_backward(LossKind::CrossEntropy, &y, 1, 3, Targets::<f64>::Class(&[IGNORE_INDEX]), &[true]).unwrap();
+        let (l, dy, n) =
+            loss_forward_backward(LossKind::CrossEntropy, &y, 1, 3, Targets::<f64>::Class(&[IGNORE_INDEX]), &[true])
+                .unwrap();
         assert_eq!((l, n), (0.0, 0));
         assert!(dy.iter().all(|&v| v == 0.0));
     }

@@ -139,7 +139,11 @@ fn run_bench(a: &BenchArgs) -> Result<()> {
     let configs = parse_list("configs", &a.configs, bench::config)?;
     let threads = parse_list("threads", &a.threads, |v| match v.parse::<usize>() {
         Ok(n) if n >= 1 => Ok(n),
-        _ => Err(recurrent::Error::Config { what: "threads".into(), value: v.into(), reason: "must be a whole number >= 1".into() }),
+        _ => Err(recurrent::Error::Config {
+            what: "threads".into(),
+            value: v.into(),
+            reason: "must be a whole number >= 1".into(),
+        }),
     })?;
     if !(a.seconds > 0.0 && a.seconds.is_finite()) {
         return Err(UserError(format!("--seconds: {} must be a positive number", a.seconds)).into());
@@ -148,7 +152,11 @@ fn run_bench(a: &BenchArgs) -> Result<()> {
         let ests = parse_list("estimators", &a.estimators, recurrent::online::Estimator::parse)?;
         let hs = parse_list("hidden", &a.hidden, |v| match v.parse::<usize>() {
             Ok(n) if n >= 1 => Ok(n),
-            _ => Err(recurrent::Error::Config { what: "hidden".into(), value: v.into(), reason: "must be a whole number >= 1".into() }),
+            _ => Err(recurrent::Error::Config {
+                what: "hidden".into(),
+                value: v.into(),
+                reason: "must be a whole number >= 1".into(),
+            }),
         })?;
         for &t in &threads {
             let pool = rayon::ThreadPoolBuilder::new().num_threads(t).build()?;
@@ -228,11 +236,13 @@ fn run_train(a: &cli_train::TrainArgs) -> Result<()> {
     let mut cfg = match (&a.resume, &a.config) {
         (Some(dir), _) => {
             let p = dir.join("config.toml");
-            let text = std::fs::read_to_string(&p).map_err(|e| UserError(format!("{}: cannot resume: {e}", p.display())))?;
+            let text =
+                std::fs::read_to_string(&p).map_err(|e| UserError(format!("{}: cannot resume: {e}", p.display())))?;
             TrainConfig::from_toml(&text, &p.display().to_string())?
         }
         (None, Some(p)) => {
-            let text = std::fs::read_to_string(p).map_err(|e| UserError(format!("{}: cannot read: {e}", p.display())))?;
+            let text =
+                std::fs::read_to_string(p).map_err(|e| UserError(format!("{}: cannot read: {e}", p.display())))?;
             TrainConfig::from_toml(&text, &p.display().to_string())?
         }
         (None, None) => TrainConfig::default(),
@@ -307,7 +317,8 @@ fn main() -> ExitCode {
             // One line: the library's messages already name the file, line or key.
             let msg = format!("{e:#}").replace('\n', " ");
             eprintln!("error: {msg}");
-            let user = e.downcast_ref::<UserError>().is_some() || e.downcast_ref::<recurrent::Error>().is_some_and(train::is_user_error);
+            let user = e.downcast_ref::<UserError>().is_some()
+                || e.downcast_ref::<recurrent::Error>().is_some_and(train::is_user_error);
             ExitCode::from(if user { 2 } else { 1 })
         }
     }

@@ -9,7 +9,9 @@ use crate::error::{check_len, config_err, shape_err, Error, Result};
 use crate::float::Float;
 use crate::linalg::{gemm, sum_rows_into, Tr};
 use crate::loss::{loss_forward_backward, LossKind, Targets};
-use crate::network::{check_lengths, register_params, rnn_backward, rnn_forward, DirParams, RnnCache, RnnConfig, RnnState};
+use crate::network::{
+    check_lengths, register_params, rnn_backward, rnn_forward, DirParams, RnnCache, RnnConfig, RnnState,
+};
 use crate::params::ParamTable;
 use rand::Rng;
 use rand_distr::{Distribution, StandardNormal};
@@ -269,7 +271,8 @@ impl<F: Float> Model<F> {
         match (batch.input, self.cfg.vocab) {
             (SeqInput::Dense(x), None) => {
                 let i = self.cfg.rnn.input_size;
-                let shape = if batch.batch_first { format!("[B={b}, T={t}, I={i}]") } else { format!("[T={t}, B={b}, I={i}]") };
+                let shape =
+                    if batch.batch_first { format!("[B={b}, T={t}, I={i}]") } else { format!("[T={t}, B={b}, I={i}]") };
                 check_len("x", x.len(), b * t * i, &shape)?;
                 if let Some(p) = x.iter().position(|v| !v.is_finite()) {
                     return Err(config_err("x", x[p], format!("input at flat position {p} is not finite")));
@@ -281,8 +284,12 @@ impl<F: Float> Model<F> {
                     return Err(Error::Token { token: x[p], position: p, vocab: v });
                 }
             }
-            (SeqInput::Dense(_), Some(_)) => return Err(config_err("input", "real values", "this model embeds token ids")),
-            (SeqInput::Tokens(_), None) => return Err(config_err("input", "token ids", "this model has no embedding (vocab not set)")),
+            (SeqInput::Dense(_), Some(_)) => {
+                return Err(config_err("input", "real values", "this model embeds token ids"))
+            }
+            (SeqInput::Tokens(_), None) => {
+                return Err(config_err("input", "token ids", "this model has no embedding (vocab not set)"))
+            }
         }
         match batch.lengths {
             Some(l) => {
@@ -296,7 +303,10 @@ impl<F: Float> Model<F> {
     /// Forward pass. `state0` gives initial states (zeros when `None`);
     /// `dropout_rng` is `Some` in training.
     pub fn forward<R: Rng>(
-        &self, batch: &Batch<F>, state0: Option<&RnnState<F>>, dropout_rng: Option<&mut R>,
+        &self,
+        batch: &Batch<F>,
+        state0: Option<&RnnState<F>>,
+        dropout_rng: Option<&mut R>,
     ) -> Result<(ModelOutput<F>, ModelCache<F>)> {
         let lengths = self.check_input(batch)?;
         if let Some(s) = state0 {
@@ -305,8 +315,12 @@ impl<F: Float> Model<F> {
         let (b, t) = (batch.batch, batch.seq_len);
         let i = self.cfg.rnn.input_size;
         let input = match batch.input {
-            SeqInput::Dense(x) => TimeMajor::Dense(if batch.batch_first { swap_leading(x, b, t, i) } else { x.to_vec() }),
-            SeqInput::Tokens(ids) => TimeMajor::Tokens(if batch.batch_first { swap_leading(ids, b, t, 1) } else { ids.to_vec() }),
+            SeqInput::Dense(x) => {
+                TimeMajor::Dense(if batch.batch_first { swap_leading(x, b, t, i) } else { x.to_vec() })
+            }
+            SeqInput::Tokens(ids) => {
+                TimeMajor::Tokens(if batch.batch_first { swap_leading(ids, b, t, 1) } else { ids.to_vec() })
+            }
         };
         let last = lengths.iter().map(|&l| Some(l - 1)).collect();
         self.forward_tm(input, t, b, batch.batch_first, lengths, last, 0, state0, dropout_rng)
@@ -318,8 +332,16 @@ impl<F: Float> Model<F> {
     /// no target for it here); steps before `loss_from` are not counted.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn forward_tm<R: Rng>(
-        &self, input: TimeMajor<F>, t: usize, b: usize, batch_first: bool, lengths: Vec<usize>, last: Vec<Option<usize>>,
-        loss_from: usize, state0: Option<&RnnState<F>>, dropout_rng: Option<&mut R>,
+        &self,
+        input: TimeMajor<F>,
+        t: usize,
+        b: usize,
+        batch_first: bool,
+        lengths: Vec<usize>,
+        last: Vec<Option<usize>>,
+        loss_from: usize,
+        state0: Option<&RnnState<F>>,
+        dropout_rng: Option<&mut R>,
     ) -> Result<(ModelOutput<F>, ModelCache<F>)> {
         let i = self.cfg.rnn.input_size;
         let mut tokens = Vec::new();
@@ -339,8 +361,19 @@ impl<F: Float> Model<F> {
             Some(s) => (&s.h, &s.c),
             None => (&[], &[]),
         };
-        let (rnn, state) =
-            rnn_forward(&self.cfg.rnn, &self.table, &self.dirs, &self.params, &x_tm, t, b, &lengths, h0, c0, dropout_rng)?;
+        let (rnn, state) = rnn_forward(
+            &self.cfg.rnn,
+            &self.table,
+            &self.dirs,
+            &self.params,
+            &x_tm,
+            t,
+            b,
+            &lengths,
+            h0,
+            c0,
+            dropout_rng,
+        )?;
         let dh = self.cfg.rnn.output_size();
         let o = self.cfg.out_size;
         let feature: Vec<F> = match self.cfg.head {
@@ -401,14 +434,20 @@ impl<F: Float> Model<F> {
     /// returns input gradients. `dy` is dL/dy in the batch's layout; `dstate`
     /// optionally dL/d(final states).
     pub fn backward(
-        &self, cache: &ModelCache<F>, dy: &[F], dstate: Option<&RnnState<F>>, grads: &mut [F], want_dx: bool,
+        &self,
+        cache: &ModelCache<F>,
+        dy: &[F],
+        dstate: Option<&RnnState<F>>,
+        grads: &mut [F],
+        want_dx: bool,
     ) -> Result<InputGrads<F>> {
         check_len("grads", grads.len(), self.table.len(), "[number of parameters]")?;
         let (t, b) = (cache.rnn.seq_len, cache.rnn.batch);
         let (dh, o) = (self.cfg.rnn.output_size(), self.cfg.out_size);
         let n = cache.feature.len() / dh;
         check_len("dy", dy.len(), n * o, || format!("[{n} x O={o}]"))?;
-        let dy_tm = if cache.batch_first && self.cfg.head == HeadKind::Every { swap_leading(dy, b, t, o) } else { dy.to_vec() };
+        let dy_tm =
+            if cache.batch_first && self.cfg.head == HeadKind::Every { swap_leading(dy, b, t, o) } else { dy.to_vec() };
         // y = feature W_fcᵀ + b  =>  dW_fc += dyᵀ feature, db += Σ dy, dfeature = dy W_fc
         {
             let [dw, db] = self.table.views_mut(grads, [self.fc_w, self.fc_b]);
@@ -435,7 +474,18 @@ impl<F: Float> Model<F> {
             None => (&[], &[]),
         };
         let embed = self.emb.is_some();
-        let g = rnn_backward(&self.cfg.rnn, &self.table, &self.dirs, &self.params, &cache.rnn, &dout, dh_n, dc_n, grads, want_dx || embed)?;
+        let g = rnn_backward(
+            &self.cfg.rnn,
+            &self.table,
+            &self.dirs,
+            &self.params,
+            &cache.rnn,
+            &dout,
+            dh_n,
+            dc_n,
+            grads,
+            want_dx || embed,
+        )?;
         let i = self.cfg.rnn.input_size;
         let dx = if let Some(e) = self.emb {
             // x[t, b] = E[token]  =>  dE[token] += dx[t, b]
@@ -456,7 +506,12 @@ impl<F: Float> Model<F> {
 
     /// Forward, loss and backward in one call; gradients are *added* to `grads`.
     pub fn loss_and_grad<R: Rng>(
-        &self, batch: &Batch<F>, targets: Targets<F>, state0: Option<&RnnState<F>>, grads: &mut [F], dropout_rng: Option<&mut R>,
+        &self,
+        batch: &Batch<F>,
+        targets: Targets<F>,
+        state0: Option<&RnnState<F>>,
+        grads: &mut [F],
+        dropout_rng: Option<&mut R>,
     ) -> Result<(F, ModelOutput<F>)> {
         let (out, cache) = self.forward(batch, state0, dropout_rng)?;
         let (loss, dy) = self.loss(&out.y, targets, &cache)?;
@@ -492,7 +547,17 @@ impl<F: Float> Model<F> {
         let b = x.len() / i;
         self.check_state(state, b)?;
         let (_, s) = rnn_forward::<F, rand_chacha::ChaCha8Rng>(
-            &self.cfg.rnn, &self.table, &self.dirs, &self.params, x, 1, b, &vec![1; b], &state.h, &state.c, None,
+            &self.cfg.rnn,
+            &self.table,
+            &self.dirs,
+            &self.params,
+            x,
+            1,
+            b,
+            &vec![1; b],
+            &state.h,
+            &state.c,
+            None,
         )?;
         Ok(s)
     }
@@ -507,7 +572,11 @@ impl<F: Float> Model<F> {
     pub fn check_state(&self, s: &RnnState<F>, batch: usize) -> Result<()> {
         let z = self.zero_state(batch);
         if s.h.len() != z.h.len() || (s.c.len() != z.c.len() && !(s.c.is_empty())) {
-            return Err(shape_err("state", format!("h {} / c {} values", z.h.len(), z.c.len()), format!("h {} / c {}", s.h.len(), s.c.len())));
+            return Err(shape_err(
+                "state",
+                format!("h {} / c {} values", z.h.len(), z.c.len()),
+                format!("h {} / c {}", s.h.len(), s.c.len()),
+            ));
         }
         Ok(())
     }

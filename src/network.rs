@@ -63,7 +63,9 @@ impl RnnConfig {
 
     /// Rejects zero sizes and a dropout outside [0, 1).
     pub fn validate(&self) -> Result<()> {
-        for (what, v) in [("input_size", self.input_size), ("hidden_size", self.hidden_size), ("num_layers", self.num_layers)] {
+        for (what, v) in
+            [("input_size", self.input_size), ("hidden_size", self.hidden_size), ("num_layers", self.num_layers)]
+        {
             if v == 0 {
                 return Err(config_err(what, v, "must be at least 1"));
             }
@@ -101,7 +103,10 @@ pub fn register_params(table: &mut ParamTable, prefix: &str, cfg: &RnnConfig) ->
             let w_ih = table.push(format!("{prefix}weight_ih_l{l}{sfx}"), &[gh, cfg.layer_input(l)]);
             let w_hh = table.push(format!("{prefix}weight_hh_l{l}{sfx}"), &[gh, cfg.hidden_size]);
             let (b_ih, b_hh) = if cfg.bias {
-                (table.push(format!("{prefix}bias_ih_l{l}{sfx}"), &[gh]), table.push(format!("{prefix}bias_hh_l{l}{sfx}"), &[gh]))
+                (
+                    table.push(format!("{prefix}bias_ih_l{l}{sfx}"), &[gh]),
+                    table.push(format!("{prefix}bias_hh_l{l}{sfx}"), &[gh]),
+                )
             } else {
                 (usize::MAX, usize::MAX)
             };
@@ -184,12 +189,47 @@ pub fn check_lengths(lengths: &[usize], batch: usize, seq_len: usize) -> Result<
 /// training, when dropout applies.
 #[allow(clippy::too_many_arguments)]
 pub fn rnn_forward<F: Float, R: Rng>(
-    cfg: &RnnConfig, table: &ParamTable, dirp: &[DirParams], params: &[F], x: &[F], seq_len: usize, batch: usize,
-    lengths: &[usize], h0: &[F], c0: &[F], dropout_rng: Option<&mut R>,
+    cfg: &RnnConfig,
+    table: &ParamTable,
+    dirp: &[DirParams],
+    params: &[F],
+    x: &[F],
+    seq_len: usize,
+    batch: usize,
+    lengths: &[usize],
+    h0: &[F],
+    c0: &[F],
+    dropout_rng: Option<&mut R>,
 ) -> Result<(RnnCache<F>, RnnState<F>)> {
     match cfg.cell {
-        CellKind::RnnTanh => forward_cell(Elman { relu: false }, cfg, table, dirp, params, x, seq_len, batch, lengths, h0, c0, dropout_rng),
-        CellKind::RnnRelu => forward_cell(Elman { relu: true }, cfg, table, dirp, params, x, seq_len, batch, lengths, h0, c0, dropout_rng),
+        CellKind::RnnTanh => forward_cell(
+            Elman { relu: false },
+            cfg,
+            table,
+            dirp,
+            params,
+            x,
+            seq_len,
+            batch,
+            lengths,
+            h0,
+            c0,
+            dropout_rng,
+        ),
+        CellKind::RnnRelu => forward_cell(
+            Elman { relu: true },
+            cfg,
+            table,
+            dirp,
+            params,
+            x,
+            seq_len,
+            batch,
+            lengths,
+            h0,
+            c0,
+            dropout_rng,
+        ),
         CellKind::Lstm => forward_cell(Lstm, cfg, table, dirp, params, x, seq_len, batch, lengths, h0, c0, dropout_rng),
         CellKind::Gru => forward_cell(Gru, cfg, table, dirp, params, x, seq_len, batch, lengths, h0, c0, dropout_rng),
     }
@@ -202,12 +242,24 @@ pub fn rnn_forward<F: Float, R: Rng>(
 /// Parameter gradients are *added* to `grads` (laid out by `table`).
 #[allow(clippy::too_many_arguments)]
 pub fn rnn_backward<F: Float>(
-    cfg: &RnnConfig, table: &ParamTable, dirp: &[DirParams], params: &[F], cache: &RnnCache<F>, dout: &[F],
-    dh_n: &[F], dc_n: &[F], grads: &mut [F], want_dx: bool,
+    cfg: &RnnConfig,
+    table: &ParamTable,
+    dirp: &[DirParams],
+    params: &[F],
+    cache: &RnnCache<F>,
+    dout: &[F],
+    dh_n: &[F],
+    dc_n: &[F],
+    grads: &mut [F],
+    want_dx: bool,
 ) -> Result<RnnInputGrads<F>> {
     match cfg.cell {
-        CellKind::RnnTanh => backward_cell(Elman { relu: false }, cfg, table, dirp, params, cache, dout, dh_n, dc_n, grads, want_dx),
-        CellKind::RnnRelu => backward_cell(Elman { relu: true }, cfg, table, dirp, params, cache, dout, dh_n, dc_n, grads, want_dx),
+        CellKind::RnnTanh => {
+            backward_cell(Elman { relu: false }, cfg, table, dirp, params, cache, dout, dh_n, dc_n, grads, want_dx)
+        }
+        CellKind::RnnRelu => {
+            backward_cell(Elman { relu: true }, cfg, table, dirp, params, cache, dout, dh_n, dc_n, grads, want_dx)
+        }
         CellKind::Lstm => backward_cell(Lstm, cfg, table, dirp, params, cache, dout, dh_n, dc_n, grads, want_dx),
         CellKind::Gru => backward_cell(Gru, cfg, table, dirp, params, cache, dout, dh_n, dc_n, grads, want_dx),
     }
@@ -232,8 +284,18 @@ fn opt_view<'a, F>(table: &ParamTable, params: &'a [F], idx: usize) -> &'a [F] {
 
 #[allow(clippy::too_many_arguments)]
 fn forward_cell<F: Float, C: Cell<F>, R: Rng>(
-    cell: C, cfg: &RnnConfig, table: &ParamTable, dirp: &[DirParams], params: &[F], x: &[F], seq_len: usize,
-    batch: usize, lengths: &[usize], h0: &[F], c0: &[F], mut dropout_rng: Option<&mut R>,
+    cell: C,
+    cfg: &RnnConfig,
+    table: &ParamTable,
+    dirp: &[DirParams],
+    params: &[F],
+    x: &[F],
+    seq_len: usize,
+    batch: usize,
+    lengths: &[usize],
+    h0: &[F],
+    c0: &[F],
+    mut dropout_rng: Option<&mut R>,
 ) -> Result<(RnnCache<F>, RnnState<F>)> {
     cfg.validate()?;
     let (t_len, b, h) = (seq_len, batch, cfg.hidden_size);
@@ -243,7 +305,9 @@ fn forward_cell<F: Float, C: Cell<F>, R: Rng>(
     if t_len == 0 || b == 0 {
         return Err(config_err(if t_len == 0 { "seq_len" } else { "batch" }, 0, "must be at least 1"));
     }
-    crate::error::check_len("x", x.len(), t_len * b * cfg.input_size, || format!("[T={t_len}, B={b}, I={}]", cfg.input_size))?;
+    crate::error::check_len("x", x.len(), t_len * b * cfg.input_size, || {
+        format!("[T={t_len}, B={b}, I={}]", cfg.input_size)
+    })?;
     if lengths.len() != b || lengths.iter().any(|&l| l > t_len) {
         return Err(shape_err("lengths", format!("[{b}] values in 0..={t_len}"), format!("{lengths:?}")));
     }
@@ -326,8 +390,11 @@ fn forward_cell<F: Float, C: Cell<F>, R: Rng>(
                 let act_s = &mut dc.act[s * b * g..(s + 1) * b * g];
                 for r in 0..b {
                     let hp = &h_prev[r * h..(r + 1) * h];
-                    let (cp, cnx): (&[F], &mut [F]) =
-                        if C::HAS_C { (&c_prev_all[r * h..(r + 1) * h], &mut c_next_all[r * h..(r + 1) * h]) } else { (&[], &mut []) };
+                    let (cp, cnx): (&[F], &mut [F]) = if C::HAS_C {
+                        (&c_prev_all[r * h..(r + 1) * h], &mut c_next_all[r * h..(r + 1) * h])
+                    } else {
+                        (&[], &mut [])
+                    };
                     let hn_r = &mut h_next[r * h..(r + 1) * h];
                     if t < lengths[r] {
                         cell.step_forward(
@@ -363,8 +430,17 @@ fn forward_cell<F: Float, C: Cell<F>, R: Rng>(
 
 #[allow(clippy::too_many_arguments)]
 fn backward_cell<F: Float, C: Cell<F>>(
-    cell: C, cfg: &RnnConfig, table: &ParamTable, dirp: &[DirParams], params: &[F], cache: &RnnCache<F>, dout: &[F],
-    dh_n: &[F], dc_n: &[F], grads: &mut [F], want_dx: bool,
+    cell: C,
+    cfg: &RnnConfig,
+    table: &ParamTable,
+    dirp: &[DirParams],
+    params: &[F],
+    cache: &RnnCache<F>,
+    dout: &[F],
+    dh_n: &[F],
+    dc_n: &[F],
+    grads: &mut [F],
+    want_dx: bool,
 ) -> Result<RnnInputGrads<F>> {
     let (t_len, b, h) = (cache.seq_len, cache.batch, cfg.hidden_size);
     let (nd, nl) = (cfg.dirs(), cfg.num_layers);
@@ -430,7 +506,10 @@ fn backward_cell<F: Float, C: Cell<F>>(
                             dh[r * h + j] += dlayer[o + j];
                         }
                         let (cp, cc): (&[F], &[F]) = if C::HAS_C {
-                            (&dcache.c[s * b * h + r * h..s * b * h + (r + 1) * h], &dcache.c[(s + 1) * b * h + r * h..(s + 1) * b * h + (r + 1) * h])
+                            (
+                                &dcache.c[s * b * h + r * h..s * b * h + (r + 1) * h],
+                                &dcache.c[(s + 1) * b * h + r * h..(s + 1) * b * h + (r + 1) * h],
+                            )
                         } else {
                             (&[], &[])
                         };

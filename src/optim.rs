@@ -22,10 +22,22 @@ impl OptimizerKind {
     pub fn default_for(name: &str, lr: f64) -> Result<Self> {
         Ok(match name {
             "sgd" => OptimizerKind::Sgd { lr, momentum: 0.0, dampening: 0.0, nesterov: false, weight_decay: 0.0 },
-            "rmsprop" => OptimizerKind::Rmsprop { lr, alpha: 0.99, eps: 1e-8, weight_decay: 0.0, momentum: 0.0, centered: false },
-            "adagrad" => OptimizerKind::Adagrad { lr, lr_decay: 0.0, weight_decay: 0.0, initial_accumulator_value: 0.0, eps: 1e-10 },
-            "adam" => OptimizerKind::Adam { lr, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0, amsgrad: false },
-            "adamw" => OptimizerKind::Adamw { lr, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.01, amsgrad: false },
+            "rmsprop" => {
+                OptimizerKind::Rmsprop { lr, alpha: 0.99, eps: 1e-8, weight_decay: 0.0, momentum: 0.0, centered: false }
+            }
+            "adagrad" => OptimizerKind::Adagrad {
+                lr,
+                lr_decay: 0.0,
+                weight_decay: 0.0,
+                initial_accumulator_value: 0.0,
+                eps: 1e-10,
+            },
+            "adam" => {
+                OptimizerKind::Adam { lr, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0, amsgrad: false }
+            }
+            "adamw" => {
+                OptimizerKind::Adamw { lr, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.01, amsgrad: false }
+            }
             other => return Err(config_err("optimizer", other, "expected one of sgd, rmsprop, adagrad, adam, adamw")),
         })
     }
@@ -46,7 +58,13 @@ impl OptimizerKind {
         if !(lr >= 0.0 && lr.is_finite()) {
             return Err(config_err("lr", lr, "must be a finite number >= 0"));
         }
-        let check01 = |what: &str, v: f64| if (0.0..1.0).contains(&v) { Ok(()) } else { Err(config_err(what, v, "must be in [0, 1)")) };
+        let check01 = |what: &str, v: f64| {
+            if (0.0..1.0).contains(&v) {
+                Ok(())
+            } else {
+                Err(config_err(what, v, "must be in [0, 1)"))
+            }
+        };
         match *self {
             OptimizerKind::Sgd { momentum, nesterov, dampening, .. } => {
                 if momentum < 0.0 {
@@ -64,7 +82,11 @@ impl OptimizerKind {
             }
             OptimizerKind::Adagrad { lr_decay, initial_accumulator_value, .. } => {
                 if lr_decay < 0.0 || initial_accumulator_value < 0.0 {
-                    return Err(config_err("lr_decay / initial_accumulator_value", format!("{lr_decay} / {initial_accumulator_value}"), "must be >= 0"));
+                    return Err(config_err(
+                        "lr_decay / initial_accumulator_value",
+                        format!("{lr_decay} / {initial_accumulator_value}"),
+                        "must be >= 0",
+                    ));
                 }
             }
             OptimizerKind::Adam { beta1, beta2, .. } | OptimizerKind::Adamw { beta1, beta2, .. } => {
@@ -97,7 +119,9 @@ impl<F: Float> Optimizer<F> {
             OptimizerKind::Sgd { .. } => vec![zeros()],
             // square average, grad average (centered), momentum buffer
             OptimizerKind::Rmsprop { .. } => vec![zeros(), zeros(), zeros()],
-            OptimizerKind::Adagrad { initial_accumulator_value, .. } => vec![vec![F::of(*initial_accumulator_value); num_params]],
+            OptimizerKind::Adagrad { initial_accumulator_value, .. } => {
+                vec![vec![F::of(*initial_accumulator_value); num_params]]
+            }
             // exp_avg, exp_avg_sq, max_exp_avg_sq
             OptimizerKind::Adam { .. } | OptimizerKind::Adamw { .. } => vec![zeros(), zeros(), zeros()],
         };
@@ -189,10 +213,14 @@ impl<F: Float> Optimizer<F> {
 
 /// Global L2 norm of `grads`, computed in f64.
 pub fn grad_norm<F: Float>(grads: &[F]) -> f64 {
-    grads.iter().map(|g| {
-        let v = g.to_f64().unwrap_or(f64::NAN);
-        v * v
-    }).sum::<f64>().sqrt()
+    grads
+        .iter()
+        .map(|g| {
+            let v = g.to_f64().unwrap_or(f64::NAN);
+            v * v
+        })
+        .sum::<f64>()
+        .sqrt()
 }
 
 /// Scales `grads` so their global L2 norm is at most `max_norm`, exactly as
@@ -265,7 +293,11 @@ impl Scheduler {
             Schedule::Step { step_size: 0, .. } => return Err(config_err("step_size", 0, "must be at least 1")),
             Schedule::CosineWarmup { warmup_epochs, total_epochs, start_factor, .. } => {
                 if warmup_epochs >= total_epochs {
-                    return Err(config_err("warmup_epochs", warmup_epochs, format!("must be below total_epochs = {total_epochs}")));
+                    return Err(config_err(
+                        "warmup_epochs",
+                        warmup_epochs,
+                        format!("must be below total_epochs = {total_epochs}"),
+                    ));
                 }
                 if !(*start_factor > 0.0 && *start_factor <= 1.0) {
                     return Err(config_err("start_factor", start_factor, "must be in (0, 1]"));

@@ -66,7 +66,8 @@ impl ParamTable {
 
     /// Like `find`, with a typed error naming the missing tensor.
     pub fn index_of(&self, name: &str) -> Result<usize> {
-        self.find(name).ok_or_else(|| Error::Param { name: name.to_string(), problem: "no such parameter in this model".into() })
+        self.find(name)
+            .ok_or_else(|| Error::Param { name: name.to_string(), problem: "no such parameter in this model".into() })
     }
 
     /// The view of tensor `index` in `buf`.

@@ -195,8 +195,7 @@ pub fn plot_metrics(metrics_path: &Path, out_path: &Path) -> Result<()> {
             continue;
         }
         let bad = |problem: String| data_err(metrics_path, Some(line_no), problem);
-        let value: serde_json::Value =
-            serde_json::from_str(line).map_err(|e| bad(format!("not valid JSON: {e}")))?;
+        let value: serde_json::Value = serde_json::from_str(line).map_err(|e| bad(format!("not valid JSON: {e}")))?;
         let obj = value
             .as_object()
             .ok_or_else(|| bad("expected a JSON object like {\"step\": 1, \"train_loss\": 0.5}".into()))?;
@@ -208,8 +207,7 @@ pub fn plot_metrics(metrics_path: &Path, out_path: &Path) -> Result<()> {
             match obj.get(key) {
                 None | Some(serde_json::Value::Null) => {}
                 Some(v) => {
-                    let loss =
-                        v.as_f64().ok_or_else(|| bad(format!("\"{key}\" must be a number or null, got {v}")))?;
+                    let loss = v.as_f64().ok_or_else(|| bad(format!("\"{key}\" must be a number or null, got {v}")))?;
                     out.push((step, loss));
                 }
             }
@@ -475,7 +473,8 @@ fn log_ticks(lo: f64, hi: f64) -> LogTicks {
         let decades = |step: i32| -> Vec<f64> {
             (e0..=e1).filter(|e| e.rem_euclid(step) == 0).map(pow10).filter(inside).collect()
         };
-        let light = if k == 1 { times(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0]) } else { decades((k / 5).max(1)) };
+        let light =
+            if k == 1 { times(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0]) } else { decades((k / 5).max(1)) };
         return LogTicks { bold: decades(k), light, linear: false };
     }
     let all_digits = times(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0]);
@@ -551,10 +550,7 @@ fn write_atomically(
     draw: impl FnOnce(&Path) -> std::result::Result<(), String>,
 ) -> Result<()> {
     static COUNTER: AtomicUsize = AtomicUsize::new(0);
-    let name = path
-        .file_name()
-        .ok_or_else(|| data_err(path, None, "chart path has no file name"))?
-        .to_string_lossy();
+    let name = path.file_name().ok_or_else(|| data_err(path, None, "chart path has no file name"))?.to_string_lossy();
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
@@ -576,4 +572,3 @@ fn write_atomically(
     }
     outcome
 }
-

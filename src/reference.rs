@@ -17,7 +17,14 @@ fn dot_row(w: &[f64], cols: usize, r: usize, v: &[f64]) -> f64 {
 /// One step of a cell for one sequence, written out gate by gate.
 #[allow(clippy::too_many_arguments)]
 pub fn cell_step(
-    cell: CellKind, w_ih: &[f64], w_hh: &[f64], b_ih: Option<&[f64]>, b_hh: Option<&[f64]>, x: &[f64], h: &[f64], c: &[f64],
+    cell: CellKind,
+    w_ih: &[f64],
+    w_hh: &[f64],
+    b_ih: Option<&[f64]>,
+    b_hh: Option<&[f64]>,
+    x: &[f64],
+    h: &[f64],
+    c: &[f64],
 ) -> (Vec<f64>, Vec<f64>) {
     let (n, i) = (h.len(), x.len());
     // pre-activation of row r: input part and recurrent part (each with its bias)
@@ -56,15 +63,26 @@ pub fn cell_step(
 /// sequence at a time. `x` [T, B, I] time-major; `h0`, `c0` [L*D, B, H].
 /// Returns (output [T, B, D*H] zero past each length, h_n, c_n).
 pub fn rnn_forward_reference(
-    model: &Model<f64>, x: &[f64], t_len: usize, batch: usize, lengths: &[usize], h0: &[f64], c0: &[f64],
+    model: &Model<f64>,
+    x: &[f64],
+    t_len: usize,
+    batch: usize,
+    lengths: &[usize],
+    h0: &[f64],
+    c0: &[f64],
 ) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
     let cfg = &model.cfg.rnn;
     let (h, nd) = (cfg.hidden_size, cfg.dirs());
     let lstm = cfg.cell == CellKind::Lstm;
     let mut hn = vec![0.0; cfg.num_layers * nd * batch * h];
     let mut cn = if lstm { hn.clone() } else { vec![] };
-    let mut layer_in: Vec<Vec<Vec<f64>>> =
-        (0..batch).map(|b| (0..t_len).map(|t| x[(t * batch + b) * cfg.input_size..(t * batch + b + 1) * cfg.input_size].to_vec()).collect()).collect();
+    let mut layer_in: Vec<Vec<Vec<f64>>> = (0..batch)
+        .map(|b| {
+            (0..t_len)
+                .map(|t| x[(t * batch + b) * cfg.input_size..(t * batch + b + 1) * cfg.input_size].to_vec())
+                .collect()
+        })
+        .collect();
     for l in 0..cfg.num_layers {
         let mut layer_out = vec![vec![vec![0.0; nd * h]; t_len]; batch];
         for d in 0..nd {
@@ -77,7 +95,8 @@ pub fn rnn_forward_reference(
                 let k = ((l * nd + d) * batch + b) * h;
                 let mut hs = h0.get(k..k + h).map_or(vec![0.0; h], |v| v.to_vec());
                 let mut cs = if lstm { c0.get(k..k + h).map_or(vec![0.0; h], |v| v.to_vec()) } else { vec![] };
-                let steps: Vec<usize> = if d == 0 { (0..lengths[b]).collect() } else { (0..lengths[b]).rev().collect() };
+                let steps: Vec<usize> =
+                    if d == 0 { (0..lengths[b]).collect() } else { (0..lengths[b]).rev().collect() };
                 for t in steps {
                     let (a, c) = cell_step(cfg.cell, w_ih, w_hh, b_ih, b_hh, &layer_in[b][t], &hs, &cs);
                     hs = a;

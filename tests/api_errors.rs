@@ -53,7 +53,10 @@ fn dropout_outside_unit_interval_is_rejected() {
 fn bad_lengths_are_rejected() {
     let m = model(CellKind::RnnTanh);
     let x = vec![0.1; 2 * 5 * 3];
-    for (lengths, want) in [(vec![5, 0], Error::Length { index: 1, length: 0, seq_len: 5 }), (vec![6, 2], Error::Length { index: 0, length: 6, seq_len: 5 })] {
+    for (lengths, want) in [
+        (vec![5, 0], Error::Length { index: 1, length: 0, seq_len: 5 }),
+        (vec![6, 2], Error::Length { index: 0, length: 6, seq_len: 5 }),
+    ] {
         let e = m.forward::<Rng64>(&batch(&x, 2, 5, Some(&lengths)), None, None).unwrap_err();
         assert_eq!(e, want);
         assert!(e.to_string().contains(&format!("invalid length {}", want_len(&want))), "{e}");
@@ -104,7 +107,9 @@ fn wrong_state_tokens_and_targets_are_rejected() {
     let e = Stream::new(&m, &batch(&x, 2, 5, None), Targets::Class(&[0, 1, 2])).unwrap_err();
     assert!(e.to_string().contains("targets"), "{e}");
     // A gradient buffer of the wrong size.
-    let e = m.loss_and_grad::<Rng64>(&batch(&x, 2, 5, None), Targets::Real(&[0.0; 4]), None, &mut [0.0; 3], None).unwrap_err();
+    let e = m
+        .loss_and_grad::<Rng64>(&batch(&x, 2, 5, None), Targets::Real(&[0.0; 4]), None, &mut [0.0; 3], None)
+        .unwrap_err();
     assert!(e.to_string().contains("grads"), "{e}");
 }
 

@@ -58,7 +58,13 @@ fn series_csv(n: usize) -> String {
     let mut s = String::from("date,load,temp\n");
     for i in 0..n {
         let t = i as f64;
-        s.push_str(&format!("2020-01-{:02} {:02}:00,{:.4},{:.4}\n", 1 + i / 24, i % 24, 10.0 + 3.0 * (t * 0.3).sin() + (t * 0.05).cos(), 5.0 + (t * 0.3).cos()));
+        s.push_str(&format!(
+            "2020-01-{:02} {:02}:00,{:.4},{:.4}\n",
+            1 + i / 24,
+            i % 24,
+            10.0 + 3.0 * (t * 0.3).sin() + (t * 0.05).cos(),
+            5.0 + (t * 0.3).cos()
+        ));
     }
     s
 }
@@ -73,7 +79,16 @@ fn the_default_run_beats_the_naive_baseline_and_writes_its_files() {
     }
     let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
     assert_eq!(metrics.lines().count(), 6);
-    for key in ["\"step\"", "\"epoch\"", "\"train_loss\"", "\"val_loss\"", "\"val_metric\"", "\"lr\"", "\"grad_norm\"", "\"tokens_per_s\""] {
+    for key in [
+        "\"step\"",
+        "\"epoch\"",
+        "\"train_loss\"",
+        "\"val_loss\"",
+        "\"val_metric\"",
+        "\"lr\"",
+        "\"grad_norm\"",
+        "\"tokens_per_s\"",
+    ] {
         assert!(metrics.lines().next().unwrap().contains(key), "{key}");
     }
 }
@@ -85,7 +100,27 @@ fn forecasting_from_csv_learns_and_predicts() {
     write(&data, &series_csv(400));
     let out = d.join("run");
     let o = out.to_str().unwrap();
-    learns("forecast", &["--task", "forecast", "--data", data.to_str().unwrap(), "--date-column", "date", "--window", "12", "--horizon", "3", "--targets", "load", "--epochs", "8", "--out", o]);
+    learns(
+        "forecast",
+        &[
+            "--task",
+            "forecast",
+            "--data",
+            data.to_str().unwrap(),
+            "--date-column",
+            "date",
+            "--window",
+            "12",
+            "--horizon",
+            "3",
+            "--targets",
+            "load",
+            "--epochs",
+            "8",
+            "--out",
+            o,
+        ],
+    );
     let ck = out.join("model.safetensors");
     let p1 = run(&["predict", "--checkpoint", ck.to_str().unwrap(), "--data", data.to_str().unwrap()]);
     let p2 = run(&["predict", "--checkpoint", ck.to_str().unwrap(), "--data", data.to_str().unwrap()]);
@@ -110,11 +145,14 @@ fn classification_from_csv_and_ts_learns() {
     let d = tmp("classify");
     // Class "up": rising ramp with noise; class "down": falling ramp.
     let mut csv = String::from("label,v0,v1,v2,v3,v4,v5,v6,v7\n");
-    let mut ts = String::from("# generated\n@problemName Ramps\n@univariate true\n@equalLength false\n@classLabel true up down\n@data\n");
+    let mut ts = String::from(
+        "# generated\n@problemName Ramps\n@univariate true\n@equalLength false\n@classLabel true up down\n@data\n",
+    );
     for i in 0..200 {
         let up = i % 2 == 0;
         let noise = |k: usize| (((i * 31 + k * 17) % 13) as f64 - 6.0) * 0.05;
-        let vals: Vec<String> = (0..8).map(|k| format!("{:.3}", if up { k as f64 } else { 7.0 - k as f64 } * 0.2 + noise(k))).collect();
+        let vals: Vec<String> =
+            (0..8).map(|k| format!("{:.3}", if up { k as f64 } else { 7.0 - k as f64 } * 0.2 + noise(k))).collect();
         csv.push_str(&format!("{},{}\n", if up { "up" } else { "down" }, vals.join(",")));
         let len = 5 + i % 4; // variable length
         ts.push_str(&format!("{}:{}\n", vals[..len].join(","), if up { "up" } else { "down" }));
@@ -123,9 +161,32 @@ fn classification_from_csv_and_ts_learns() {
     write(&c, &csv);
     let t = d.join("Ramps_TRAIN.ts");
     write(&t, &ts);
-    learns("classify", &["--task", "classify", "--data", c.to_str().unwrap(), "--label-column", "label", "--epochs", "6", "--out", d.join("r1").to_str().unwrap()]);
-    learns("ts", &["--task", "ts", "--data", t.to_str().unwrap(), "--epochs", "6", "--out", d.join("r2").to_str().unwrap()]);
-    let p = run(&["predict", "--checkpoint", d.join("r2/model.safetensors").to_str().unwrap(), "--data", t.to_str().unwrap()]);
+    learns(
+        "classify",
+        &[
+            "--task",
+            "classify",
+            "--data",
+            c.to_str().unwrap(),
+            "--label-column",
+            "label",
+            "--epochs",
+            "6",
+            "--out",
+            d.join("r1").to_str().unwrap(),
+        ],
+    );
+    learns(
+        "ts",
+        &["--task", "ts", "--data", t.to_str().unwrap(), "--epochs", "6", "--out", d.join("r2").to_str().unwrap()],
+    );
+    let p = run(&[
+        "predict",
+        "--checkpoint",
+        d.join("r2/model.safetensors").to_str().unwrap(),
+        "--data",
+        t.to_str().unwrap(),
+    ]);
     let (po, pe) = text(&p);
     assert!(p.status.success(), "{pe}");
     assert!(po.starts_with("example,predicted\n1,up\n2,down"), "{}", &po[..60.min(po.len())]);
@@ -161,7 +222,23 @@ fn sequential_mnist_format_learns() {
     // Plain (not gzip) test files.
     std::fs::write(d.join("t10k-images-idx3-ubyte"), &img).unwrap();
     std::fs::write(d.join("t10k-labels-idx1-ubyte"), &lab).unwrap();
-    learns("mnist", &["--task", "mnist", "--data", d.to_str().unwrap(), "--epochs", "5", "--hidden", "32", "--lr", "0.01", "--out", d.join("run").to_str().unwrap()]);
+    learns(
+        "mnist",
+        &[
+            "--task",
+            "mnist",
+            "--data",
+            d.to_str().unwrap(),
+            "--epochs",
+            "5",
+            "--hidden",
+            "32",
+            "--lr",
+            "0.01",
+            "--out",
+            d.join("run").to_str().unwrap(),
+        ],
+    );
 }
 
 #[test]
@@ -182,7 +259,25 @@ fn token_classification_learns() {
     }
     let f = d.join("seqs.tsv");
     write(&f, &s);
-    learns("tokens", &["--task", "tokens", "--data", f.to_str().unwrap(), "--label-column", "label", "--text-column", "seq", "--epochs", "12", "--lr", "0.01", "--out", d.join("run").to_str().unwrap()]);
+    learns(
+        "tokens",
+        &[
+            "--task",
+            "tokens",
+            "--data",
+            f.to_str().unwrap(),
+            "--label-column",
+            "label",
+            "--text-column",
+            "seq",
+            "--epochs",
+            "12",
+            "--lr",
+            "0.01",
+            "--out",
+            d.join("run").to_str().unwrap(),
+        ],
+    );
 }
 
 #[test]
@@ -192,7 +287,27 @@ fn character_language_model_learns_and_generates() {
     let f = d.join("text.txt");
     write(&f, &corpus);
     let out = d.join("run");
-    let o = run(&["train", "--task", "charlm", "--data", f.to_str().unwrap(), "--epochs", "4", "--batch", "8", "--k1", "25", "--k2", "25", "--hidden", "48", "--lr", "0.01", "--out", out.to_str().unwrap()]);
+    let o = run(&[
+        "train",
+        "--task",
+        "charlm",
+        "--data",
+        f.to_str().unwrap(),
+        "--epochs",
+        "4",
+        "--batch",
+        "8",
+        "--k1",
+        "25",
+        "--k2",
+        "25",
+        "--hidden",
+        "48",
+        "--lr",
+        "0.01",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     let (so, se) = text(&o);
     assert!(o.status.success(), "{so}\n{se}");
     assert!(so.contains("bits/char"), "{so}");
@@ -201,8 +316,32 @@ fn character_language_model_learns_and_generates() {
     let base: f64 = line.rsplit(": ").next().unwrap().trim_end_matches(')').parse().unwrap();
     assert!(v < 0.5 * base, "bpc {v} vs uniform {base}");
     let ck = out.join("model.safetensors");
-    let g1 = run(&["generate", "--checkpoint", ck.to_str().unwrap(), "--prompt", "the ", "--length", "40", "--temperature", "0.5", "--seed", "3"]);
-    let g2 = run(&["generate", "--checkpoint", ck.to_str().unwrap(), "--prompt", "the ", "--length", "40", "--temperature", "0.5", "--seed", "3"]);
+    let g1 = run(&[
+        "generate",
+        "--checkpoint",
+        ck.to_str().unwrap(),
+        "--prompt",
+        "the ",
+        "--length",
+        "40",
+        "--temperature",
+        "0.5",
+        "--seed",
+        "3",
+    ]);
+    let g2 = run(&[
+        "generate",
+        "--checkpoint",
+        ck.to_str().unwrap(),
+        "--prompt",
+        "the ",
+        "--length",
+        "40",
+        "--temperature",
+        "0.5",
+        "--seed",
+        "3",
+    ]);
     assert!(g1.status.success(), "{:?}", text(&g1));
     assert_eq!(g1.stdout, g2.stdout, "same seed, same text");
     assert!(String::from_utf8_lossy(&g1.stdout).starts_with("the "));
@@ -211,22 +350,70 @@ fn character_language_model_learns_and_generates() {
 #[test]
 fn synthetic_adding_and_copy_learn() {
     let d = tmp("synthetic");
-    learns("adding", &["--task", "adding", "--length", "10", "--samples", "2000", "--epochs", "10", "--lr", "0.01", "--out", d.join("a").to_str().unwrap()]);
-    learns("copy", &["--task", "copy", "--length", "3", "--delay", "2", "--symbols", "4", "--samples", "2000", "--epochs", "15", "--lr", "0.01", "--hidden", "48", "--out", d.join("c").to_str().unwrap()]);
+    learns(
+        "adding",
+        &[
+            "--task",
+            "adding",
+            "--length",
+            "10",
+            "--samples",
+            "2000",
+            "--epochs",
+            "10",
+            "--lr",
+            "0.01",
+            "--out",
+            d.join("a").to_str().unwrap(),
+        ],
+    );
+    learns(
+        "copy",
+        &[
+            "--task",
+            "copy",
+            "--length",
+            "3",
+            "--delay",
+            "2",
+            "--symbols",
+            "4",
+            "--samples",
+            "2000",
+            "--epochs",
+            "15",
+            "--lr",
+            "0.01",
+            "--hidden",
+            "48",
+            "--out",
+            d.join("c").to_str().unwrap(),
+        ],
+    );
 }
 
 #[test]
 fn every_gradient_estimator_trains_by_name() {
     let d = tmp("estimators");
-    learns("mackey-glass tbptt", &["--estimator", "tbptt", "--k1", "8", "--k2", "12", "--epochs", "4", "--out", d.join("t").to_str().unwrap()]);
+    learns(
+        "mackey-glass tbptt",
+        &["--estimator", "tbptt", "--k1", "8", "--k2", "12", "--epochs", "4", "--out", d.join("t").to_str().unwrap()],
+    );
     let common = ["--hidden", "16", "--window", "12", "--length", "1000", "--epochs", "8", "--batch", "16"];
     for est in ["rtrl", "snap1", "snap2"] {
-        learns(est, &[&common[..], &["--estimator", est, "--lr", "0.01", "--out", d.join(est).to_str().unwrap()]].concat());
+        learns(
+            est,
+            &[&common[..], &["--estimator", est, "--lr", "0.01", "--out", d.join(est).to_str().unwrap()]].concat(),
+        );
     }
     // UORO's noisy estimate learns more slowly: its validation loss must fall five-fold.
     let u = d.join("uoro");
     train(&[&common[..], &["--estimator", "uoro", "--lr", "0.003", "--out", u.to_str().unwrap()]].concat());
-    let vals: Vec<f64> = std::fs::read_to_string(u.join("metrics.jsonl")).unwrap().lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["val_loss"].as_f64().unwrap()).collect();
+    let vals: Vec<f64> = std::fs::read_to_string(u.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["val_loss"].as_f64().unwrap())
+        .collect();
     assert!(vals.iter().cloned().fold(f64::INFINITY, f64::min) < 0.2 * vals[0], "uoro: {vals:?}");
 }
 
@@ -245,14 +432,34 @@ fn strip_timing(metrics: &str) -> Vec<serde_json::Value> {
 fn resume_equals_an_uninterrupted_run() {
     let d = tmp("resume");
     let (a, b) = (d.join("a"), d.join("b"));
-    let common = ["--task", "adding", "--length", "8", "--samples", "400", "--dropout", "0.2", "--layers", "2", "--schedule", "step", "--step-size", "1", "--gamma", "0.7"];
+    let common = [
+        "--task",
+        "adding",
+        "--length",
+        "8",
+        "--samples",
+        "400",
+        "--dropout",
+        "0.2",
+        "--layers",
+        "2",
+        "--schedule",
+        "step",
+        "--step-size",
+        "1",
+        "--gamma",
+        "0.7",
+    ];
     train(&[&common[..], &["--epochs", "4", "--out", a.to_str().unwrap()]].concat());
     train(&[&common[..], &["--epochs", "2", "--out", b.to_str().unwrap()]].concat());
     train(&["--resume", b.to_str().unwrap(), "--epochs", "4"]);
     for f in ["model.safetensors", "last.safetensors", "optimizer.safetensors"] {
         assert_eq!(std::fs::read(a.join(f)).unwrap(), std::fs::read(b.join(f)).unwrap(), "{f} differs");
     }
-    let (ma, mb) = (std::fs::read_to_string(a.join("metrics.jsonl")).unwrap(), std::fs::read_to_string(b.join("metrics.jsonl")).unwrap());
+    let (ma, mb) = (
+        std::fs::read_to_string(a.join("metrics.jsonl")).unwrap(),
+        std::fs::read_to_string(b.join("metrics.jsonl")).unwrap(),
+    );
     assert_eq!(strip_timing(&ma), strip_timing(&mb));
 }
 
@@ -285,7 +492,8 @@ fn bad_input_gives_one_line_and_status_2() {
     write(&short, &series_csv(30));
     let out = s(&d.join("out"));
     let f = |task: &str, p: &Path, extra: &[&str]| -> Vec<String> {
-        let mut v: Vec<String> = ["train", "--task", task, "--data", &s(p), "--out", &out].iter().map(|x| x.to_string()).collect();
+        let mut v: Vec<String> =
+            ["train", "--task", task, "--data", &s(p), "--out", &out].iter().map(|x| x.to_string()).collect();
         v.extend(extra.iter().map(|x| x.to_string()));
         v
     };
@@ -324,16 +532,46 @@ fn a_failed_run_overwrites_nothing() {
     let before = std::fs::read(out.join("model.safetensors")).unwrap();
     let metrics_before = std::fs::read(out.join("metrics.jsonl")).unwrap();
     // Bad data: fails before touching the folder.
-    let o = run(&["train", "--task", "forecast", "--data", d.join("missing.csv").to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    let o = run(&[
+        "train",
+        "--task",
+        "forecast",
+        "--data",
+        d.join("missing.csv").to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     assert_eq!(o.status.code(), Some(2));
     assert_eq!(std::fs::read(out.join("model.safetensors")).unwrap(), before);
     assert_eq!(std::fs::read(out.join("metrics.jsonl")).unwrap(), metrics_before);
     // A loss that turns NaN stops the run with a clear message; no temporary files are left behind.
-    let o = run(&["train", "--task", "adding", "--length", "6", "--samples", "300", "--epochs", "2", "--lr", "1e30", "--clip-norm", "0", "--optimizer", "sgd", "--out", d.join("nan").to_str().unwrap()]);
+    let o = run(&[
+        "train",
+        "--task",
+        "adding",
+        "--length",
+        "6",
+        "--samples",
+        "300",
+        "--epochs",
+        "2",
+        "--lr",
+        "1e30",
+        "--clip-norm",
+        "0",
+        "--optimizer",
+        "sgd",
+        "--out",
+        d.join("nan").to_str().unwrap(),
+    ]);
     let (_, err) = text(&o);
     assert!(!o.status.success());
     assert!(err.contains("not finite"), "{err}");
-    let leftovers: Vec<_> = std::fs::read_dir(&out).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().contains(".tmp-")).collect();
+    let leftovers: Vec<_> = std::fs::read_dir(&out)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains(".tmp-"))
+        .collect();
     assert!(leftovers.is_empty());
 }
 
@@ -360,10 +598,22 @@ fn train_help_documents_every_option_with_its_default() {
         let pos = help.find(&format!("{flag} <")).unwrap_or_else(|| panic!("{flag} not in help"));
         let after = &help[pos..];
         let end = after[2..].find("\n      --").map_or(after.len(), |e| e + 2);
-        assert!(after[..end].contains(&format!("[default: {default}]")), "{flag}: help says {:?}, default is {default}", &after[..end]);
+        assert!(
+            after[..end].contains(&format!("[default: {default}]")),
+            "{flag}: help says {:?}, default is {default}",
+            &after[..end]
+        );
     }
     // Every flag has a documented default.
-    let flags = help.lines().filter(|l| l.trim_start().starts_with("--") && !l.contains("--help") && !l.contains("--config") && !l.contains("--resume")).count();
+    let flags = help
+        .lines()
+        .filter(|l| {
+            l.trim_start().starts_with("--")
+                && !l.contains("--help")
+                && !l.contains("--config")
+                && !l.contains("--resume")
+        })
+        .count();
     assert!(flags >= 50, "{flags}");
     assert_eq!(help.matches("[default: ").count(), flags, "each option documents its default");
 }

@@ -36,7 +36,14 @@ fn cases() -> Vec<Case> {
 }
 
 fn name(c: &Case) -> String {
-    format!("{:?} L{} D{} {:?} {}", c.cell, c.layers, if c.bidir { 2 } else { 1 }, c.head, if c.ragged { "ragged" } else { "equal" })
+    format!(
+        "{:?} L{} D{} {:?} {}",
+        c.cell,
+        c.layers,
+        if c.bidir { 2 } else { 1 },
+        c.head,
+        if c.ragged { "ragged" } else { "equal" }
+    )
 }
 
 /// Worst relative error over a gradient vector and where it is; coordinates
@@ -90,7 +97,10 @@ fn setup(c: &Case, seed: u64) -> Setup {
     let x = randn_vec(&mut r, b * t * i, 1.0);
     let lengths = if c.ragged { vec![t, 2, 4] } else { vec![t; b] };
     let sl = c.layers * nd * b * h;
-    let state = RnnState { h: randn_vec(&mut r, sl, 0.5), c: if c.cell == CellKind::Lstm { randn_vec(&mut r, sl, 0.5) } else { vec![] } };
+    let state = RnnState {
+        h: randn_vec(&mut r, sl, 0.5),
+        c: if c.cell == CellKind::Lstm { randn_vec(&mut r, sl, 0.5) } else { vec![] },
+    };
     let rows = if c.head == HeadKind::Every { b * t } else { b };
     let real: Vec<f64> = if loss == LossKind::BceWithLogits {
         (0..rows * o).map(|k| (k % 2) as f64).collect()
@@ -110,7 +120,13 @@ impl Setup {
         }
     }
     fn batch<'a>(&'a self, x: &'a [f64]) -> Batch<'a, f64> {
-        Batch { input: SeqInput::Dense(x), batch: self.b, seq_len: self.t, batch_first: self.batch_first, lengths: Some(&self.lengths) }
+        Batch {
+            input: SeqInput::Dense(x),
+            batch: self.b,
+            seq_len: self.t,
+            batch_first: self.batch_first,
+            lengths: Some(&self.lengths),
+        }
     }
     fn loss(&self, params: &[f64], x: &[f64], state: &RnnState<f64>) -> (f64, u64) {
         let mut m = self.model.clone();
@@ -133,8 +149,10 @@ fn full_bptt_gradients_match_finite_differences() {
 
         let fdp = fd_all(&s.model.params, |p| s.loss(p, &s.x, &s.state));
         let fdx = fd_all(&s.x, |x| s.loss(&s.model.params, x, &s.state));
-        let fdh = fd_all(&s.state.h, |h| s.loss(&s.model.params, &s.x, &RnnState { h: h.to_vec(), c: s.state.c.clone() }));
-        let fdc = fd_all(&s.state.c, |c| s.loss(&s.model.params, &s.x, &RnnState { h: s.state.h.clone(), c: c.to_vec() }));
+        let fdh =
+            fd_all(&s.state.h, |h| s.loss(&s.model.params, &s.x, &RnnState { h: h.to_vec(), c: s.state.c.clone() }));
+        let fdc =
+            fd_all(&s.state.c, |c| s.loss(&s.model.params, &s.x, &RnnState { h: s.state.h.clone(), c: c.to_vec() }));
         for (what, a, b) in [("params", &grads, &fdp), ("x", &g.dx, &fdx), ("h0", &g.dh0, &fdh), ("c0", &g.dc0, &fdc)] {
             assert_eq!(a.len(), b.len(), "{} {what}", name(c));
             skipped(b, &mut skip);
@@ -185,7 +203,12 @@ fn truncated_bptt_window_gradients_match_finite_differences() {
             skipped(&fdp, &mut skip);
             let (e, j) = worst(&grads, &fdp);
             if e > TOL {
-                failures.push(format!("{} window {w:?}: dparam[{j}] analytic {} vs fd {:?} (rel {e:.2e})", name(c), grads[j], fdp[j]));
+                failures.push(format!(
+                    "{} window {w:?}: dparam[{j}] analytic {} vs fd {:?} (rel {e:.2e})",
+                    name(c),
+                    grads[j],
+                    fdp[j]
+                ));
             }
             // Gradient of the window loss with respect to its (detached) start state.
             let dy = s.model.loss(&r.output.y, window_targets(&s, &stream, w), &r.cache).unwrap().1;
@@ -195,7 +218,12 @@ fn truncated_bptt_window_gradients_match_finite_differences() {
             skipped(&fdh, &mut skip);
             let (e, j) = worst(&ig.dh0, &fdh);
             if e > TOL {
-                failures.push(format!("{} window {w:?}: dh_start[{j}] analytic {} vs fd {:?} (rel {e:.2e})", name(c), ig.dh0[j], fdh[j]));
+                failures.push(format!(
+                    "{} window {w:?}: dh_start[{j}] analytic {} vs fd {:?} (rel {e:.2e})",
+                    name(c),
+                    ig.dh0[j],
+                    fdh[j]
+                ));
             }
             // Gradient with respect to the window's inputs (time-major slice of x).
             let (i, b) = (s.model.cfg.rnn.input_size, s.b);
@@ -212,7 +240,12 @@ fn truncated_bptt_window_gradients_match_finite_differences() {
             skipped(&fdx, &mut skip);
             let (e, j) = worst(&ig.dx, &fdx);
             if e > TOL {
-                failures.push(format!("{} window {w:?}: dx[{j}] analytic {} vs fd {:?} (rel {e:.2e})", name(c), ig.dx[j], fdx[j]));
+                failures.push(format!(
+                    "{} window {w:?}: dx[{j}] analytic {} vs fd {:?} (rel {e:.2e})",
+                    name(c),
+                    ig.dx[j],
+                    fdx[j]
+                ));
             }
             let next = ws.get(k + 1).map_or(w.end, |nw| nw.start);
             state = stream.state_at(&s.model, w, &r.cache, next, &s.state);
@@ -238,14 +271,22 @@ fn truncated_bptt_with_one_window_equals_full_bptt() {
         let mut s = setup(c, 900 + n as u64);
         s.batch_first = false;
         let mut full = vec![0.0; s.model.num_params()];
-        let (lf, _) = s.model.loss_and_grad::<Rng64>(&s.batch(&s.x), s.targets(), Some(&s.state), &mut full, None).unwrap();
+        let (lf, _) =
+            s.model.loss_and_grad::<Rng64>(&s.batch(&s.x), s.targets(), Some(&s.state), &mut full, None).unwrap();
         let stream = Stream::new(&s.model, &s.batch(&s.x), s.targets()).unwrap();
         let mut model = s.model.clone();
         let mut got = Vec::new();
-        let rep = tbptt::<f64, Rng64>(&mut model, &stream, Truncation::new(s.t, s.t).unwrap(), Some(&s.state), None, |_, g| {
-            got = g.to_vec();
-            Ok(())
-        })
+        let rep = tbptt::<f64, Rng64>(
+            &mut model,
+            &stream,
+            Truncation::new(s.t, s.t).unwrap(),
+            Some(&s.state),
+            None,
+            |_, g| {
+                got = g.to_vec();
+                Ok(())
+            },
+        )
         .unwrap();
         assert_eq!(rep.losses.len(), 1);
         assert!(rel_err(rep.losses[0], lf) < 1e-14, "{}", name(c));
@@ -273,7 +314,8 @@ fn dropout_gradients_match_finite_differences_with_a_fixed_mask() {
         let (b, t) = (2, 4);
         let x = randn_vec(&mut r, b * t * 3, 1.0);
         let y = randn_vec(&mut r, b * t * 2, 1.0);
-        let batch = Batch { input: SeqInput::Dense(&x), batch: b, seq_len: t, batch_first: true, lengths: Some(&[4, 3]) };
+        let batch =
+            Batch { input: SeqInput::Dense(&x), batch: b, seq_len: t, batch_first: true, lengths: Some(&[4, 3]) };
         let loss_at = |p: &[f64]| {
             let mut m = model.clone();
             m.params.copy_from_slice(p);

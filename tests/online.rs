@@ -44,7 +44,17 @@ fn exact_rtrl_equals_full_bptt() {
             for head in [HeadKind::Every, HeadKind::Last] {
                 let p = problem(cell, layers, head, 5, 10 + layers as u64);
                 let (lb, gb) = bptt(&p.model, &p.x, p.t, p.b, Targets::Real(&p.y));
-                let (lr, gr) = sequence_gradient(&p.model, &p.x, p.t, p.b, Targets::Real(&p.y), Estimator::Rtrl, 0, DEFAULT_MEMORY_LIMIT).unwrap();
+                let (lr, gr) = sequence_gradient(
+                    &p.model,
+                    &p.x,
+                    p.t,
+                    p.b,
+                    Targets::Real(&p.y),
+                    Estimator::Rtrl,
+                    0,
+                    DEFAULT_MEMORY_LIMIT,
+                )
+                .unwrap();
                 assert!(rel_err(lr, lb) < 1e-12, "{cell:?} L{layers} {head:?}: loss {lr} vs {lb}");
                 let e = max_rel(&gr, &gb);
                 assert!(e < 1e-9, "{cell:?} L{layers} {head:?}: gradient rel err {e:.2e}");
@@ -62,7 +72,8 @@ fn exact_rtrl_equals_bptt_with_cross_entropy() {
         let x = randn_vec(&mut r, t * b * i, 1.0);
         let y: Vec<i64> = (0..t * b).map(|k| (k * 5 % o) as i64).collect();
         let (_, gb) = bptt(&model, &x, t, b, Targets::Class(&y));
-        let (_, gr) = sequence_gradient(&model, &x, t, b, Targets::Class(&y), Estimator::Rtrl, 0, DEFAULT_MEMORY_LIMIT).unwrap();
+        let (_, gr) =
+            sequence_gradient(&model, &x, t, b, Targets::Class(&y), Estimator::Rtrl, 0, DEFAULT_MEMORY_LIMIT).unwrap();
         assert!(max_rel(&gr, &gb) < 1e-9, "{cell:?}");
     }
 }
@@ -72,8 +83,28 @@ fn snap1_equals_rtrl_on_one_step_sequences() {
     for cell in ALL_CELLS {
         for layers in [1, 2] {
             let p = problem(cell, layers, HeadKind::Every, 1, 20);
-            let (_, gr) = sequence_gradient(&p.model, &p.x, 1, p.b, Targets::Real(&p.y), Estimator::Rtrl, 0, DEFAULT_MEMORY_LIMIT).unwrap();
-            let (_, gs) = sequence_gradient(&p.model, &p.x, 1, p.b, Targets::Real(&p.y), Estimator::Snap1, 0, DEFAULT_MEMORY_LIMIT).unwrap();
+            let (_, gr) = sequence_gradient(
+                &p.model,
+                &p.x,
+                1,
+                p.b,
+                Targets::Real(&p.y),
+                Estimator::Rtrl,
+                0,
+                DEFAULT_MEMORY_LIMIT,
+            )
+            .unwrap();
+            let (_, gs) = sequence_gradient(
+                &p.model,
+                &p.x,
+                1,
+                p.b,
+                Targets::Real(&p.y),
+                Estimator::Snap1,
+                0,
+                DEFAULT_MEMORY_LIMIT,
+            )
+            .unwrap();
             assert!(max_rel(&gs, &gr) < 1e-12, "{cell:?} L{layers}");
         }
     }
@@ -93,14 +124,22 @@ fn snap1_equals_rtrl_when_units_do_not_interact() {
                 }
             }
         }
-        let (_, gr) = sequence_gradient(&p.model, &p.x, p.t, p.b, Targets::Real(&p.y), Estimator::Rtrl, 0, DEFAULT_MEMORY_LIMIT).unwrap();
-        let (_, gs) = sequence_gradient(&p.model, &p.x, p.t, p.b, Targets::Real(&p.y), Estimator::Snap1, 0, DEFAULT_MEMORY_LIMIT).unwrap();
+        let (_, gr) =
+            sequence_gradient(&p.model, &p.x, p.t, p.b, Targets::Real(&p.y), Estimator::Rtrl, 0, DEFAULT_MEMORY_LIMIT)
+                .unwrap();
+        let (_, gs) =
+            sequence_gradient(&p.model, &p.x, p.t, p.b, Targets::Real(&p.y), Estimator::Snap1, 0, DEFAULT_MEMORY_LIMIT)
+                .unwrap();
         assert!(max_rel(&gs, &gr) < 1e-12, "{cell:?}");
     }
     // With interacting units it is an approximation: the test above can fail.
     let p = problem(CellKind::RnnTanh, 1, HeadKind::Every, 6, 30);
-    let (_, gr) = sequence_gradient(&p.model, &p.x, p.t, p.b, Targets::Real(&p.y), Estimator::Rtrl, 0, DEFAULT_MEMORY_LIMIT).unwrap();
-    let (_, gs) = sequence_gradient(&p.model, &p.x, p.t, p.b, Targets::Real(&p.y), Estimator::Snap1, 0, DEFAULT_MEMORY_LIMIT).unwrap();
+    let (_, gr) =
+        sequence_gradient(&p.model, &p.x, p.t, p.b, Targets::Real(&p.y), Estimator::Rtrl, 0, DEFAULT_MEMORY_LIMIT)
+            .unwrap();
+    let (_, gs) =
+        sequence_gradient(&p.model, &p.x, p.t, p.b, Targets::Real(&p.y), Estimator::Snap1, 0, DEFAULT_MEMORY_LIMIT)
+            .unwrap();
     assert!(max_rel(&gs, &gr) > 1e-3);
 }
 
@@ -121,12 +160,27 @@ fn snap2_equals_rtrl_on_two_step_sequences() {
                 }
             }
         }
-        let grad = |m: Estimator, t: usize| sequence_gradient(&p.model, &p.x[..t * p.b * 3], t, p.b, Targets::Real(&p.y[..t * p.b * 2]), m, 0, DEFAULT_MEMORY_LIMIT).unwrap().1;
+        let grad = |m: Estimator, t: usize| {
+            sequence_gradient(
+                &p.model,
+                &p.x[..t * p.b * 3],
+                t,
+                p.b,
+                Targets::Real(&p.y[..t * p.b * 2]),
+                m,
+                0,
+                DEFAULT_MEMORY_LIMIT,
+            )
+            .unwrap()
+            .1
+        };
         assert!(max_rel(&grad(Estimator::Snap2, 2), &grad(Estimator::Rtrl, 2)) < 1e-12, "{cell:?}");
         // ... and only an approximation beyond two steps.
         let mut q = problem(cell, 1, HeadKind::Every, 5, 40);
         q.model.params = p.model.params.clone();
-        let g5 = |m: Estimator| sequence_gradient(&q.model, &q.x, 5, q.b, Targets::Real(&q.y), m, 0, DEFAULT_MEMORY_LIMIT).unwrap().1;
+        let g5 = |m: Estimator| {
+            sequence_gradient(&q.model, &q.x, 5, q.b, Targets::Real(&q.y), m, 0, DEFAULT_MEMORY_LIMIT).unwrap().1
+        };
         assert!(max_rel(&g5(Estimator::Snap2), &g5(Estimator::Rtrl)) > 1e-6, "{cell:?}");
     }
 }
@@ -139,11 +193,14 @@ fn uoro_is_unbiased() {
         let mut r = rng(51);
         let x = randn_vec(&mut r, t * b * i, 1.0);
         let y = randn_vec(&mut r, t * b * o, 1.0);
-        let (_, exact) = sequence_gradient(&model, &x, t, b, Targets::Real(&y), Estimator::Rtrl, 0, DEFAULT_MEMORY_LIMIT).unwrap();
+        let (_, exact) =
+            sequence_gradient(&model, &x, t, b, Targets::Real(&y), Estimator::Rtrl, 0, DEFAULT_MEMORY_LIMIT).unwrap();
         let n = 4000;
         let mut mean = vec![0.0; exact.len()];
         for seed in 0..n {
-            let (_, g) = sequence_gradient(&model, &x, t, b, Targets::Real(&y), Estimator::Uoro, seed, DEFAULT_MEMORY_LIMIT).unwrap();
+            let (_, g) =
+                sequence_gradient(&model, &x, t, b, Targets::Real(&y), Estimator::Uoro, seed, DEFAULT_MEMORY_LIMIT)
+                    .unwrap();
             if seed == 0 {
                 assert!(g.iter().all(|v| v.is_finite()) && g.iter().any(|v| *v != 0.0));
             }
@@ -152,7 +209,8 @@ fn uoro_is_unbiased() {
             }
         }
         let dot: f64 = mean.iter().zip(&exact).map(|(a, b)| a * b).sum();
-        let cos = dot / (mean.iter().map(|v| v * v).sum::<f64>().sqrt() * exact.iter().map(|v| v * v).sum::<f64>().sqrt());
+        let cos =
+            dot / (mean.iter().map(|v| v * v).sum::<f64>().sqrt() * exact.iter().map(|v| v * v).sum::<f64>().sqrt());
         assert!(cos > 0.99, "{cell:?}: cosine {cos}");
     }
 }
@@ -184,7 +242,10 @@ fn each_online_method_learns_a_sine_stream() {
     let baseline = 2.0 * (1.0 - 0.2f64.cos()) * 0.5;
     for method in [Estimator::Rtrl, Estimator::Snap1, Estimator::Snap2] {
         let (early, late) = sine_stream(method, CellKind::Gru, 3000, 0.01);
-        assert!(late < baseline && late < 0.2 * early, "{method:?}: loss {early:.4} -> {late:.4} (baseline {baseline:.4})");
+        assert!(
+            late < baseline && late < 0.2 * early,
+            "{method:?}: loss {early:.4} -> {late:.4} (baseline {baseline:.4})"
+        );
     }
     // UORO's rank-one estimate is noisy: it needs a smaller step (as in Tallec & Ollivier's experiments).
     let (early, late) = sine_stream(Estimator::Uoro, CellKind::Gru, 3000, 0.001);
@@ -206,7 +267,10 @@ fn memory_is_constant_and_limited() {
             }
         }
         assert_eq!(sizes[0], sizes[1], "{method:?}");
-        assert!(sizes[0] <= OnlineState::memory_needed(&model, method, 2).unwrap(), "{method:?}: reported need is an upper bound");
+        assert!(
+            sizes[0] <= OnlineState::memory_needed(&model, method, 2).unwrap(),
+            "{method:?}: reported need is an upper bound"
+        );
     }
     // Over the limit: a clear error naming the need and the limit, before allocating.
     let need = OnlineState::memory_needed(&model, Estimator::Rtrl, 4).unwrap();
@@ -219,7 +283,10 @@ fn memory_is_constant_and_limited() {
 fn online_estimators_refuse_what_they_cannot_do() {
     let cfg = model_cfg(CellKind::Gru, 2, 3, 1, true, HeadKind::Every, 1, LossKind::Mse);
     let bi = recurrent::Model::<f64>::new(cfg, &Default::default(), &mut rng(1)).unwrap();
-    assert!(OnlineState::new(&bi, Estimator::Rtrl, 1, DEFAULT_MEMORY_LIMIT, 0).unwrap_err().to_string().contains("bidirectional"));
+    assert!(OnlineState::new(&bi, Estimator::Rtrl, 1, DEFAULT_MEMORY_LIMIT, 0)
+        .unwrap_err()
+        .to_string()
+        .contains("bidirectional"));
     let m = problem(CellKind::Gru, 1, HeadKind::Every, 2, 1).model;
     assert!(OnlineState::new(&m, Estimator::Bptt, 1, DEFAULT_MEMORY_LIMIT, 0).is_err());
     assert!(Estimator::parse("rtrl2").is_err());

@@ -35,13 +35,22 @@ fn a_stream_twice_as_long_uses_the_same_peak_memory() {
     use rand::SeedableRng;
     for method in [Estimator::Rtrl, Estimator::Uoro, Estimator::Snap1, Estimator::Snap2] {
         let cfg = ModelConfig {
-            rnn: RnnConfig { cell: CellKind::Lstm, input_size: 3, hidden_size: 8, num_layers: 2, bidirectional: false, bias: true, dropout: 0.0 },
+            rnn: RnnConfig {
+                cell: CellKind::Lstm,
+                input_size: 3,
+                hidden_size: 8,
+                num_layers: 2,
+                bidirectional: false,
+                bias: true,
+                dropout: 0.0,
+            },
             vocab: None,
             head: HeadKind::Every,
             out_size: 1,
             loss: LossKind::Mse,
         };
-        let model = Model::<f32>::new(cfg, &InitConfig::default(), &mut rand_chacha::ChaCha8Rng::seed_from_u64(1)).unwrap();
+        let model =
+            Model::<f32>::new(cfg, &InitConfig::default(), &mut rand_chacha::ChaCha8Rng::seed_from_u64(1)).unwrap();
         let opt = Optimizer::new(OptimizerKind::default_for("adam", 1e-3).unwrap(), model.num_params()).unwrap();
         let mut l = OnlineLearner::new(model, opt, method, 4, 2, 0, DEFAULT_MEMORY_LIMIT).unwrap();
         let mut run = |n: usize| {

@@ -161,14 +161,14 @@ fn awkward_data_still_draws() {
         ("decade-log", vec![Series::new("loss", vec![(0.0, 0.9), (1.0, 0.2), (2.0, 0.12)])], true),
         ("tiny-log", vec![Series::new("loss", vec![(0.0, 1e-3), (1.0, 1e-40)])], true),
         ("tiny-span", vec![Series::new("tiny", vec![(1e10, 1e10), (1e10 + 1e-5, 1e10 + 1e-5)])], false),
-        ("tiny-at-huge", vec![Series::new("tiny", vec![(1e299, 1e299), (1.0000000000001e299, 1.0000000000001e299)])], false),
-        ("subnormal", vec![Series::new("sub", vec![(0.0, 5e-324), (1.0, 1e-320)])], false),
-        ("small", vec![Series::new("small", vec![(0.0, 1e-12), (1.0, 3e-12)])], false),
         (
-            "one-empty",
-            vec![Series::new("empty", vec![]), Series::new("some", vec![(0.0, 1.0), (1.0, 2.0)])],
+            "tiny-at-huge",
+            vec![Series::new("tiny", vec![(1e299, 1e299), (1.0000000000001e299, 1.0000000000001e299)])],
             false,
         ),
+        ("subnormal", vec![Series::new("sub", vec![(0.0, 5e-324), (1.0, 1e-320)])], false),
+        ("small", vec![Series::new("small", vec![(0.0, 1e-12), (1.0, 3e-12)])], false),
+        ("one-empty", vec![Series::new("empty", vec![]), Series::new("some", vec![(0.0, 1.0), (1.0, 2.0)])], false),
     ];
     for (name, series, log_y) in cases {
         for ext in ["png", "svg"] {
@@ -211,10 +211,7 @@ fn unknown_extension_is_an_error() {
     assert_data_error(line_chart(&dir.path("chart"), "t", "x", "y", &series, false), &["no extension"]);
     assert_data_error(plot_forecast(&dir.path("f.pdf"), "t", &[1.0], &[1.0]), &[".pdf"]);
     // A missing folder is reported, not panicked on.
-    assert_data_error(
-        line_chart(&dir.path("missing/chart.png"), "t", "x", "y", &series, false),
-        &["does not exist"],
-    );
+    assert_data_error(line_chart(&dir.path("missing/chart.png"), "t", "x", "y", &series, false), &["does not exist"]);
     assert!(dir.files().is_empty(), "{:?}", dir.files());
 }
 
@@ -228,7 +225,9 @@ fn metrics_file_plots_train_and_validation_loss() {
         if step % 10 == 0 {
             text.push_str(&format!("{{\"step\": {step}, \"train_loss\": {train}, \"val_loss\": {}}}\n", train * 1.3));
         } else {
-            text.push_str(&format!("{{\"step\": {step}, \"train_loss\": {train}, \"val_loss\": null, \"lr\": 0.01}}\n"));
+            text.push_str(&format!(
+                "{{\"step\": {step}, \"train_loss\": {train}, \"val_loss\": null, \"lr\": 0.01}}\n"
+            ));
         }
     }
     text.push('\n'); // a blank line is fine

@@ -37,31 +37,55 @@ fn fast_path_matches_plain_reference_on_edge_shapes() {
                         let model = random_model(cfg, n, (1.5 / (s.h as f64).sqrt()).min(0.9));
                         let mut r = rng(n + 1000);
                         let x = randn_vec(&mut r, s.t * s.b * s.i, 1.0);
-                        let lengths: Vec<usize> = (0..s.b).map(|k| if ragged { 1 + (k * 5 + 3) % s.t } else { s.t }).collect();
+                        let lengths: Vec<usize> =
+                            (0..s.b).map(|k| if ragged { 1 + (k * 5 + 3) % s.t } else { s.t }).collect();
                         let sl = layers * if bidir { 2 } else { 1 } * s.b * s.h;
                         let h0 = randn_vec(&mut r, sl, 0.5);
                         let c0 = if cell == CellKind::Lstm { randn_vec(&mut r, sl, 0.5) } else { vec![] };
                         let (ro, rh, rc) = rnn_forward_reference(&model, &x, s.t, s.b, &lengths, &h0, &c0);
-                        let batch = Batch { input: SeqInput::Dense(&x), batch: s.b, seq_len: s.t, batch_first: false, lengths: Some(&lengths) };
+                        let batch = Batch {
+                            input: SeqInput::Dense(&x),
+                            batch: s.b,
+                            seq_len: s.t,
+                            batch_first: false,
+                            lengths: Some(&lengths),
+                        };
                         let st = RnnState { h: h0.clone(), c: c0.clone() };
                         let (out, _) = model.forward::<Rng64>(&batch, Some(&st), None).unwrap();
                         let what = format!("{cell:?} shape {si} L{layers} bidir {bidir} ragged {ragged}");
-                        for (name, a, b) in [("out", &out.out, &ro), ("h_n", &out.state.h, &rh), ("c_n", &out.state.c, &rc)] {
+                        for (name, a, b) in
+                            [("out", &out.out, &ro), ("h_n", &out.state.h, &rh), ("c_n", &out.state.c, &rc)]
+                        {
                             assert_eq!(a.len(), b.len(), "{what} {name}");
                             for (k, (x, y)) in a.iter().zip(b.iter()).enumerate() {
-                                assert!((x - y).abs() <= 1e-13 * (1.0 + y.abs()) * (s.h + s.i) as f64, "{what} {name}[{k}]: {x} vs {y}");
+                                assert!(
+                                    (x - y).abs() <= 1e-13 * (1.0 + y.abs()) * (s.h + s.i) as f64,
+                                    "{what} {name}[{k}]: {x} vs {y}"
+                                );
                             }
                         }
                         // The f32 path agrees with the f64 reference to f32 precision.
                         let m32: Model<f32> = model.cast();
                         let x32: Vec<f32> = x.iter().map(|&v| v as f32).collect();
-                        let st32 = RnnState { h: h0.iter().map(|&v| v as f32).collect(), c: c0.iter().map(|&v| v as f32).collect() };
-                        let b32 = Batch { input: SeqInput::Dense(&x32), batch: s.b, seq_len: s.t, batch_first: false, lengths: Some(&lengths) };
+                        let st32 = RnnState {
+                            h: h0.iter().map(|&v| v as f32).collect(),
+                            c: c0.iter().map(|&v| v as f32).collect(),
+                        };
+                        let b32 = Batch {
+                            input: SeqInput::Dense(&x32),
+                            batch: s.b,
+                            seq_len: s.t,
+                            batch_first: false,
+                            lengths: Some(&lengths),
+                        };
                         let (o32, _) = m32.forward::<Rng64>(&b32, Some(&st32), None).unwrap();
                         // Rounding grows with the length of the dot products, the steps and the layers.
                         let tol = f32::EPSILON as f64 * ((s.i + s.h) * s.t * layers) as f64;
                         for (x, y) in o32.out.iter().zip(&ro) {
-                            assert!((*x as f64 - y).abs() <= tol * (1.0 + y.abs()), "{what} f32: {x} vs {y} (tol {tol:.1e})");
+                            assert!(
+                                (*x as f64 - y).abs() <= tol * (1.0 + y.abs()),
+                                "{what} f32: {x} vs {y} (tol {tol:.1e})"
+                            );
                         }
                     }
                 }

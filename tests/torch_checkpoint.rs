@@ -7,7 +7,13 @@ use std::path::Path;
 fn compare(ckpt: &str, expected: &str) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/torch_ckpt");
     let o = std::process::Command::new(env!("CARGO_BIN_EXE_recurrent"))
-        .args(["predict", "--checkpoint", dir.join(ckpt).to_str().unwrap(), "--data", dir.join("input.csv").to_str().unwrap()])
+        .args([
+            "predict",
+            "--checkpoint",
+            dir.join(ckpt).to_str().unwrap(),
+            "--data",
+            dir.join("input.csv").to_str().unwrap(),
+        ])
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));

@@ -11,7 +11,9 @@
 
 mod common;
 use common::Rng64;
-use recurrent::{Batch, CellKind, Float, HeadKind, LossKind, Model, ModelConfig, RnnConfig, RnnState, SeqInput, Targets};
+use recurrent::{
+    Batch, CellKind, Float, HeadKind, LossKind, Model, ModelConfig, RnnConfig, RnnState, SeqInput, Targets,
+};
 use serde_json::Value;
 
 fn load(name: &str) -> Value {
@@ -64,7 +66,8 @@ fn run_case<F: Float>(c: &Value, precision: &str, tol: f64, floor: f64) -> Vec<S
     let cf = &c["config"];
     let (b, t) = (cf["batch"].as_u64().unwrap() as usize, cf["seq_len"].as_u64().unwrap() as usize);
     let batch_first = cf["batch_first"].as_bool().unwrap();
-    let lengths: Option<Vec<usize>> = cf["lengths"].as_array().map(|a| a.iter().map(|v| v.as_u64().unwrap() as usize).collect());
+    let lengths: Option<Vec<usize>> =
+        cf["lengths"].as_array().map(|a| a.iter().map(|v| v.as_u64().unwrap() as usize).collect());
     let inputs = c["inputs"].as_object().unwrap();
     let mut model = Model::<F>::zeros(cfg.clone()).unwrap();
     let named: Vec<(String, Vec<usize>, Vec<F>)> = model
@@ -82,7 +85,8 @@ fn run_case<F: Float>(c: &Value, precision: &str, tol: f64, floor: f64) -> Vec<S
     let toks: Vec<usize> = x.iter().map(|&v| v as usize).collect();
     let input = if cfg.vocab.is_some() { SeqInput::Tokens(&toks) } else { SeqInput::Dense(&xf) };
     let batch = Batch { input, batch: b, seq_len: t, batch_first, lengths: lengths.as_deref() };
-    let conv = |k: &str| inputs.get(k).map(|v| tensor(v).1.iter().map(|&x| F::of(x)).collect::<Vec<F>>()).unwrap_or_default();
+    let conv =
+        |k: &str| inputs.get(k).map(|v| tensor(v).1.iter().map(|&x| F::of(x)).collect::<Vec<F>>()).unwrap_or_default();
     let state = RnnState { h: conv("h0"), c: conv("c0") };
     let (_, target) = tensor(&inputs["target"]);
     let real: Vec<F> = target.iter().map(|&v| F::of(v)).collect();
@@ -108,7 +112,10 @@ fn run_case<F: Float>(c: &Value, precision: &str, tol: f64, floor: f64) -> Vec<S
         checks.push(("grad.x".into(), ig.dx.clone()));
     }
     for s in model.table.specs() {
-        checks.push((format!("grad.{}", s.name), model.table.view(&grads, model.table.index_of(&s.name).unwrap()).to_vec()));
+        checks.push((
+            format!("grad.{}", s.name),
+            model.table.view(&grads, model.table.index_of(&s.name).unwrap()).to_vec(),
+        ));
     }
     let mut fails = Vec::new();
     for (k, got) in &checks {

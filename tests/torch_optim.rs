@@ -21,15 +21,44 @@ fn kind(c: &Value) -> OptimizerKind {
     let f = |k: &str| h[k].as_f64().unwrap_or_else(|| panic!("{}: {k}", c["name"]));
     let b = |k: &str| h[k].as_bool().unwrap();
     match c["optimizer"].as_str().unwrap() {
-        "sgd" => OptimizerKind::Sgd { lr: f("lr"), momentum: f("momentum"), dampening: f("dampening"), nesterov: b("nesterov"), weight_decay: f("weight_decay") },
+        "sgd" => OptimizerKind::Sgd {
+            lr: f("lr"),
+            momentum: f("momentum"),
+            dampening: f("dampening"),
+            nesterov: b("nesterov"),
+            weight_decay: f("weight_decay"),
+        },
         "rmsprop" => OptimizerKind::Rmsprop {
-            lr: f("lr"), alpha: f("alpha"), eps: f("eps"), weight_decay: f("weight_decay"), momentum: f("momentum"), centered: b("centered"),
+            lr: f("lr"),
+            alpha: f("alpha"),
+            eps: f("eps"),
+            weight_decay: f("weight_decay"),
+            momentum: f("momentum"),
+            centered: b("centered"),
         },
         "adagrad" => OptimizerKind::Adagrad {
-            lr: f("lr"), lr_decay: f("lr_decay"), weight_decay: f("weight_decay"), initial_accumulator_value: f("initial_accumulator_value"), eps: f("eps"),
+            lr: f("lr"),
+            lr_decay: f("lr_decay"),
+            weight_decay: f("weight_decay"),
+            initial_accumulator_value: f("initial_accumulator_value"),
+            eps: f("eps"),
         },
-        "adam" => OptimizerKind::Adam { lr: f("lr"), beta1: f("beta1"), beta2: f("beta2"), eps: f("eps"), weight_decay: f("weight_decay"), amsgrad: b("amsgrad") },
-        "adamw" => OptimizerKind::Adamw { lr: f("lr"), beta1: f("beta1"), beta2: f("beta2"), eps: f("eps"), weight_decay: f("weight_decay"), amsgrad: b("amsgrad") },
+        "adam" => OptimizerKind::Adam {
+            lr: f("lr"),
+            beta1: f("beta1"),
+            beta2: f("beta2"),
+            eps: f("eps"),
+            weight_decay: f("weight_decay"),
+            amsgrad: b("amsgrad"),
+        },
+        "adamw" => OptimizerKind::Adamw {
+            lr: f("lr"),
+            beta1: f("beta1"),
+            beta2: f("beta2"),
+            eps: f("eps"),
+            weight_decay: f("weight_decay"),
+            amsgrad: b("amsgrad"),
+        },
         o => panic!("unknown optimizer {o}"),
     }
 }
@@ -84,17 +113,27 @@ fn schedules_match_pytorch() {
             "step" => Schedule::Step { step_size: u("step_size"), gamma: f("gamma") },
             "exponential" => Schedule::Exponential { gamma: f("gamma") },
             "cosine_warmup" => Schedule::CosineWarmup {
-                warmup_epochs: u("warmup_epochs"), start_factor: f("start_factor"), total_epochs: u("total_epochs"), eta_min: f("eta_min"),
+                warmup_epochs: u("warmup_epochs"),
+                start_factor: f("start_factor"),
+                total_epochs: u("total_epochs"),
+                eta_min: f("eta_min"),
             },
             "plateau" => {
                 assert_eq!(h["mode"], "min");
                 assert_eq!(h["threshold_mode"], "rel");
-                Schedule::Plateau { factor: f("factor"), patience: u("patience"), threshold: f("threshold"), cooldown: u("cooldown"), min_lr: f("min_lr") }
+                Schedule::Plateau {
+                    factor: f("factor"),
+                    patience: u("patience"),
+                    threshold: f("threshold"),
+                    cooldown: u("cooldown"),
+                    min_lr: f("min_lr"),
+                }
             }
             k => panic!("unknown schedule {k}"),
         };
         let mut s = Scheduler::new(schedule, c["base_lr"].as_f64().unwrap()).unwrap();
-        let metrics: Vec<f64> = c["metrics"].as_array().map(|a| a.iter().map(|v| v.as_f64().unwrap()).collect()).unwrap_or_default();
+        let metrics: Vec<f64> =
+            c["metrics"].as_array().map(|a| a.iter().map(|v| v.as_f64().unwrap()).collect()).unwrap_or_default();
         for (e, want) in c["lrs"].as_array().unwrap().iter().enumerate() {
             let want = want.as_f64().unwrap();
             assert!(rel_err(s.lr, want) < 1e-10, "{} epoch {e}: {} vs {want}", c["name"], s.lr);
@@ -113,5 +152,9 @@ fn bad_hyperparameters_are_typed_errors() {
     let mut o = Optimizer::<f64>::new(OptimizerKind::default_for("sgd", 0.1).unwrap(), 3).unwrap();
     assert!(o.step(&mut [0.0; 2], &[0.0; 3]).is_err());
     assert!(Scheduler::new(Schedule::Step { step_size: 0, gamma: 0.5 }, 0.1).is_err());
-    assert!(Scheduler::new(Schedule::CosineWarmup { warmup_epochs: 5, start_factor: 0.1, total_epochs: 5, eta_min: 0.0 }, 0.1).is_err());
+    assert!(Scheduler::new(
+        Schedule::CosineWarmup { warmup_epochs: 5, start_factor: 0.1, total_epochs: 5, eta_min: 0.0 },
+        0.1
+    )
+    .is_err());
 }

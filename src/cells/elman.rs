@@ -26,13 +26,27 @@ impl<F: Float> Cell<F> for Elman {
 
     #[inline]
     fn step_backward(
-        &self, _act: &[F], _gh: &[F], _h_prev: &[F], _c_prev: &[F], h: &[F], _c: &[F],
-        dh: &[F], _dc: &mut [F], dgx: &mut [F], dgh: &mut [F], dh_prev: &mut [F],
+        &self,
+        _act: &[F],
+        _gh: &[F],
+        _h_prev: &[F],
+        _c_prev: &[F],
+        h: &[F],
+        _c: &[F],
+        dh: &[F],
+        _dc: &mut [F],
+        dgx: &mut [F],
+        dgh: &mut [F],
+        dh_prev: &mut [F],
     ) {
         for j in 0..h.len() {
             // h = tanh(pre)  =>  dpre = dh * (1 - h^2);  h = relu(pre)  =>  dpre = dh * [h > 0]
             let d = if self.relu {
-                if h[j] > F::zero() { dh[j] } else { F::zero() }
+                if h[j] > F::zero() {
+                    dh[j]
+                } else {
+                    F::zero()
+                }
             } else {
                 dh[j] * (F::one() - h[j] * h[j])
             };
@@ -43,11 +57,26 @@ impl<F: Float> Cell<F> for Elman {
     }
 
     #[inline]
-    fn step_jacobians(&self, _act: &[F], _gh: &[F], _h_prev: &[F], _c_prev: &[F], h: &[F], _c: &[F], mx: &mut [F], mh: &mut [F], dd: &mut [F]) {
+    fn step_jacobians(
+        &self,
+        _act: &[F],
+        _gh: &[F],
+        _h_prev: &[F],
+        _c_prev: &[F],
+        h: &[F],
+        _c: &[F],
+        mx: &mut [F],
+        mh: &mut [F],
+        dd: &mut [F],
+    ) {
         for j in 0..h.len() {
             // h = act(gx + gh): both pre-activations enter the same way.
             let d = if self.relu {
-                if h[j] > F::zero() { F::one() } else { F::zero() }
+                if h[j] > F::zero() {
+                    F::one()
+                } else {
+                    F::zero()
+                }
             } else {
                 F::one() - h[j] * h[j]
             };

@@ -49,8 +49,18 @@ impl<F: Float> Cell<F> for Gru {
 
     #[inline]
     fn step_backward(
-        &self, act: &[F], gh: &[F], h_prev: &[F], _c_prev: &[F], h: &[F], _c: &[F],
-        dh: &[F], _dc: &mut [F], dgx: &mut [F], dgh: &mut [F], dh_prev: &mut [F],
+        &self,
+        act: &[F],
+        gh: &[F],
+        h_prev: &[F],
+        _c_prev: &[F],
+        h: &[F],
+        _c: &[F],
+        dh: &[F],
+        _dc: &mut [F],
+        dgx: &mut [F],
+        dgh: &mut [F],
+        dh_prev: &mut [F],
     ) {
         let m = h.len();
         let (or, oz, on) = (GruGate::R.offset(m), GruGate::Z.offset(m), GruGate::N.offset(m));
@@ -76,7 +86,18 @@ impl<F: Float> Cell<F> for Gru {
     }
 
     #[inline]
-    fn step_jacobians(&self, act: &[F], gh: &[F], h_prev: &[F], _c_prev: &[F], h: &[F], _c: &[F], mx: &mut [F], mh: &mut [F], dd: &mut [F]) {
+    fn step_jacobians(
+        &self,
+        act: &[F],
+        gh: &[F],
+        h_prev: &[F],
+        _c_prev: &[F],
+        h: &[F],
+        _c: &[F],
+        mx: &mut [F],
+        mh: &mut [F],
+        dd: &mut [F],
+    ) {
         let m = h.len();
         let (or, oz, on) = (GruGate::R.offset(m), GruGate::Z.offset(m), GruGate::N.offset(m));
         for j in 0..m {

@@ -33,7 +33,8 @@ impl<F: Float> Cell<F> for Lstm {
     #[inline]
     fn step_forward(&self, gx: &[F], gh: &[F], _h_prev: &[F], c_prev: &[F], act: &mut [F], h: &mut [F], c: &mut [F]) {
         let n = h.len();
-        let (oi, of, og, oo) = (LstmGate::I.offset(n), LstmGate::F.offset(n), LstmGate::G.offset(n), LstmGate::O.offset(n));
+        let (oi, of, og, oo) =
+            (LstmGate::I.offset(n), LstmGate::F.offset(n), LstmGate::G.offset(n), LstmGate::O.offset(n));
         for j in 0..n {
             let i = (gx[oi + j] + gh[oi + j]).sigmoid();
             let f = (gx[of + j] + gh[of + j]).sigmoid();
@@ -51,11 +52,22 @@ impl<F: Float> Cell<F> for Lstm {
 
     #[inline]
     fn step_backward(
-        &self, act: &[F], _gh: &[F], _h_prev: &[F], c_prev: &[F], h: &[F], c: &[F],
-        dh: &[F], dc: &mut [F], dgx: &mut [F], dgh: &mut [F], dh_prev: &mut [F],
+        &self,
+        act: &[F],
+        _gh: &[F],
+        _h_prev: &[F],
+        c_prev: &[F],
+        h: &[F],
+        c: &[F],
+        dh: &[F],
+        dc: &mut [F],
+        dgx: &mut [F],
+        dgh: &mut [F],
+        dh_prev: &mut [F],
     ) {
         let n = h.len();
-        let (oi, of, og, oo) = (LstmGate::I.offset(n), LstmGate::F.offset(n), LstmGate::G.offset(n), LstmGate::O.offset(n));
+        let (oi, of, og, oo) =
+            (LstmGate::I.offset(n), LstmGate::F.offset(n), LstmGate::G.offset(n), LstmGate::O.offset(n));
         for j in 0..n {
             let (i, f, g, o) = (act[oi + j], act[of + j], act[og + j], act[oo + j]);
             let tc = c[j].tanh();
@@ -85,14 +97,26 @@ impl<F: Float> Cell<F> for Lstm {
     }
 
     #[inline]
-    fn step_jacobians(&self, act: &[F], _gh: &[F], _h_prev: &[F], c_prev: &[F], h: &[F], c: &[F], mx: &mut [F], mh: &mut [F], dd: &mut [F]) {
+    fn step_jacobians(
+        &self,
+        act: &[F],
+        _gh: &[F],
+        _h_prev: &[F],
+        c_prev: &[F],
+        h: &[F],
+        c: &[F],
+        mx: &mut [F],
+        mh: &mut [F],
+        dd: &mut [F],
+    ) {
         let n = h.len();
-        let (oi, of, og, oo) = (LstmGate::I.offset(n), LstmGate::F.offset(n), LstmGate::G.offset(n), LstmGate::O.offset(n));
+        let (oi, of, og, oo) =
+            (LstmGate::I.offset(n), LstmGate::F.offset(n), LstmGate::G.offset(n), LstmGate::O.offset(n));
         for j in 0..n {
             let (i, f, g, o) = (act[oi + j], act[of + j], act[og + j], act[oo + j]);
             let tc = c[j].tanh();
             let dtc = o * (F::one() - tc * tc); // dh/dc
-            // c = f c_prev + i g, with i = σ(pre_i), f = σ(pre_f), g = tanh(pre_g)
+                                                // c = f c_prev + i g, with i = σ(pre_i), f = σ(pre_f), g = tanh(pre_g)
             let dc = [g * i * (F::one() - i), c_prev[j] * f * (F::one() - f), i * (F::one() - g * g), F::zero()];
             // h = o tanh(c), with o = σ(pre_o)
             let dh = [dtc * dc[0], dtc * dc[1], dtc * dc[2], tc * o * (F::one() - o)];

@@ -91,8 +91,18 @@ pub trait Cell<F: Float>: Copy + Send + Sync {
     /// does not flow through W_hh (`dh_prev` [H], overwritten).
     #[allow(clippy::too_many_arguments)]
     fn step_backward(
-        &self, act: &[F], gh: &[F], h_prev: &[F], c_prev: &[F], h: &[F], c: &[F],
-        dh: &[F], dc: &mut [F], dgx: &mut [F], dgh: &mut [F], dh_prev: &mut [F],
+        &self,
+        act: &[F],
+        gh: &[F],
+        h_prev: &[F],
+        c_prev: &[F],
+        h: &[F],
+        c: &[F],
+        dh: &[F],
+        dc: &mut [F],
+        dgx: &mut [F],
+        dgh: &mut [F],
+        dh_prev: &mut [F],
     );
 
     /// The local Jacobians of one step that real-time recurrent learning
@@ -103,7 +113,18 @@ pub trait Cell<F: Float>: Copy + Send + Sync {
     /// - `mh[(j*STATE + q)*G + g]` = d s_q[j] / d gh[g*H + j],
     /// - `dd[(j*STATE + q)*STATE + q']` = d s_q[j] / d s_prev_q'[j] other than through gh.
     #[allow(clippy::too_many_arguments)]
-    fn step_jacobians(&self, act: &[F], gh: &[F], h_prev: &[F], c_prev: &[F], h: &[F], c: &[F], mx: &mut [F], mh: &mut [F], dd: &mut [F]);
+    fn step_jacobians(
+        &self,
+        act: &[F],
+        gh: &[F],
+        h_prev: &[F],
+        c_prev: &[F],
+        h: &[F],
+        c: &[F],
+        mx: &mut [F],
+        mh: &mut [F],
+        dd: &mut [F],
+    );
 }
 
 /// State components per unit: 2 for the LSTM (h, c), 1 otherwise.

@@ -15,9 +15,26 @@ use rand_chacha::ChaCha8Rng;
 
 /// One step of the network: new state, the head's output y [B, O] and what
 /// the estimator needs (the step's cache). `x` [B, I].
-fn step<F: Float>(model: &Model<F>, x: &[F], b: usize, state: &RnnState<F>) -> Result<(crate::network::RnnCache<F>, RnnState<F>, Vec<F>)> {
+fn step<F: Float>(
+    model: &Model<F>,
+    x: &[F],
+    b: usize,
+    state: &RnnState<F>,
+) -> Result<(crate::network::RnnCache<F>, RnnState<F>, Vec<F>)> {
     let lengths = vec![1; b];
-    let (cache, next) = rnn_forward::<F, ChaCha8Rng>(&model.cfg.rnn, &model.table, &model.dirs, &model.params, x, 1, b, &lengths, &state.h, &state.c, None)?;
+    let (cache, next) = rnn_forward::<F, ChaCha8Rng>(
+        &model.cfg.rnn,
+        &model.table,
+        &model.dirs,
+        &model.params,
+        x,
+        1,
+        b,
+        &lengths,
+        &state.h,
+        &state.c,
+        None,
+    )?;
     let (h, o) = (model.cfg.rnn.hidden_size, model.cfg.out_size);
     let (w, bias) = head(model);
     let mut y = vec![F::zero(); b * o];
@@ -57,7 +74,14 @@ fn head_backward<F: Float>(model: &Model<F>, h_top: &[F], dy: &[F], b: usize, gr
 /// `Model::loss`, so the result is comparable with full BPTT.
 #[allow(clippy::too_many_arguments)]
 pub fn sequence_gradient<F: Float>(
-    model: &Model<F>, x: &[F], t_len: usize, b: usize, targets: Targets<F>, method: Estimator, seed: u64, memory_limit: usize,
+    model: &Model<F>,
+    x: &[F],
+    t_len: usize,
+    b: usize,
+    targets: Targets<F>,
+    method: Estimator,
+    seed: u64,
+    memory_limit: usize,
 ) -> Result<(F, Vec<F>)> {
     let (i, o) = (model.cfg.rnn.input_size, model.cfg.out_size);
     check_len("x", x.len(), t_len * b * i, || format!("[T={t_len}, B={b}, I={i}]"))?;
@@ -144,7 +168,15 @@ pub struct OnlineLearner<F: Float> {
 
 impl<F: Float> OnlineLearner<F> {
     /// A learner over `batch` parallel streams.
-    pub fn new(model: Model<F>, optimizer: Optimizer<F>, method: Estimator, k: usize, batch: usize, seed: u64, memory_limit: usize) -> Result<Self> {
+    pub fn new(
+        model: Model<F>,
+        optimizer: Optimizer<F>,
+        method: Estimator,
+        k: usize,
+        batch: usize,
+        seed: u64,
+        memory_limit: usize,
+    ) -> Result<Self> {
         if k == 0 {
             return Err(config_err("k", 0, "must be at least 1"));
         }
@@ -154,7 +186,20 @@ impl<F: Float> OnlineLearner<F> {
         let est = OnlineState::new(&model, method, batch, memory_limit, seed)?;
         let state = model.zero_state(batch);
         let grads = vec![F::zero(); model.num_params()];
-        Ok(OnlineLearner { model, optimizer, est, state, grads, k, clip_norm: 0.0, since_update: 0, scored_since_update: 0, running: None, steps: 0, updates: 0 })
+        Ok(OnlineLearner {
+            model,
+            optimizer,
+            est,
+            state,
+            grads,
+            k,
+            clip_norm: 0.0,
+            since_update: 0,
+            scored_since_update: 0,
+            running: None,
+            steps: 0,
+            updates: 0,
+        })
     }
 
     /// One step: `x` [B, I]; with a target ([B, O] real or [B] classes) the
@@ -174,7 +219,11 @@ impl<F: Float> OnlineLearner<F> {
             if n > 0 {
                 let lf = l.to_f64().unwrap_or(f64::NAN);
                 if !lf.is_finite() {
-                    return Err(config_err("loss", lf, "is not finite; the stream stopped before updating the weights"));
+                    return Err(config_err(
+                        "loss",
+                        lf,
+                        "is not finite; the stream stopped before updating the weights",
+                    ));
                 }
                 let dh = head_backward(&self.model, &cache.output, &dy, b, &mut self.grads);
                 self.est.accumulate(&self.model, &dh, &mut self.grads)?;

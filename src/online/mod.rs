@@ -36,9 +36,9 @@ use crate::float::Float;
 use crate::linalg::{gemm, Tr};
 use crate::model::Model;
 use crate::network::RnnCache;
+pub use learner::{sequence_gradient, OnlineLearner};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-pub use learner::{sequence_gradient, OnlineLearner};
 
 /// How gradients are computed. `Bptt` and `Tbptt` are in `crate::bptt`; the
 /// others are online and live here.
@@ -62,7 +62,9 @@ impl Estimator {
             "uoro" => Estimator::Uoro,
             "snap1" => Estimator::Snap1,
             "snap2" => Estimator::Snap2,
-            other => return Err(config_err("estimator", other, "expected one of bptt, tbptt, rtrl, uoro, snap1, snap2")),
+            other => {
+                return Err(config_err("estimator", other, "expected one of bptt, tbptt, rtrl, uoro, snap1, snap2"))
+            }
         })
     }
 
@@ -146,7 +148,11 @@ pub struct OnlineState<F> {
 fn layer_dims<F: Float>(model: &Model<F>) -> Result<(Vec<LayerDims>, usize, usize)> {
     let cfg = &model.cfg.rnn;
     if cfg.bidirectional {
-        return Err(config_err("bidirectional", true, "online estimators run forward in time; a bidirectional network needs the future"));
+        return Err(config_err(
+            "bidirectional",
+            true,
+            "online estimators run forward in time; a bidirectional network needs the future",
+        ));
     }
     let sc = crate::cells::state_components(cfg.cell);
     let rnn_off = model.table.spec(model.dirs[0].w_ih).offset;
@@ -154,7 +160,12 @@ fn layer_dims<F: Float>(model: &Model<F>) -> Result<(Vec<LayerDims>, usize, usiz
     let mut end = rnn_off;
     for (l, dp) in model.dirs.iter().enumerate() {
         let off = |idx: usize| if idx == usize::MAX { usize::MAX } else { model.table.spec(idx).offset - rnn_off };
-        let last = [dp.w_ih, dp.w_hh, dp.b_ih, dp.b_hh].into_iter().filter(|&i| i != usize::MAX).map(|i| model.table.spec(i).offset + model.table.spec(i).len).max().unwrap_or(0);
+        let last = [dp.w_ih, dp.w_hh, dp.b_ih, dp.b_hh]
+            .into_iter()
+            .filter(|&i| i != usize::MAX)
+            .map(|i| model.table.spec(i).offset + model.table.spec(i).len)
+            .max()
+            .unwrap_or(0);
         layers.push(LayerDims {
             h: cfg.hidden_size,
             i: cfg.layer_input(l),
@@ -185,7 +196,8 @@ impl<F: Float> OnlineState<F> {
             Estimator::Uoro => batch * (s_tot + p),
             _ => return Err(config_err("estimator", format!("{method:?}"), "is not an online estimator")),
         };
-        let mask = if method == Estimator::Snap2 { layers.iter().map(|l| l.s * p).sum::<usize>() / f.max(1) } else { 0 };
+        let mask =
+            if method == Estimator::Snap2 { layers.iter().map(|l| l.s * p).sum::<usize>() / f.max(1) } else { 0 };
         Ok((jac + inf + mask) * f)
     }
 
@@ -199,7 +211,11 @@ impl<F: Float> OnlineState<F> {
             return Err(config_err("batch", 0, "must be at least 1"));
         }
         if model.cfg.vocab.is_some() {
-            return Err(config_err("estimator", format!("{method:?}"), "online estimators take real-valued inputs; this model embeds tokens"));
+            return Err(config_err(
+                "estimator",
+                format!("{method:?}"),
+                "online estimators take real-valued inputs; this model embeds tokens",
+            ));
         }
         let need = Self::memory_needed(model, method, batch)?;
         if need > limit {
@@ -237,8 +253,16 @@ impl<F: Float> OnlineState<F> {
                 let mask = (method == Estimator::Snap2).then(|| snap2_mask(model, &layers, sc, g, p));
                 Influence::Dense { j, spare, cross: method == Estimator::Rtrl, mask }
             }
-            Estimator::Snap1 => Influence::Snap1 { j: (0..batch * nl).map(|k| vec![F::zero(); layers[k % nl].s * g * (layers[k % nl].i + layers[k % nl].h + 2)]).collect() },
-            Estimator::Uoro => Influence::Uoro { s: vec![vec![F::zero(); s_tot]; batch], theta: vec![vec![F::zero(); p]; batch], rng: ChaCha8Rng::seed_from_u64(seed) },
+            Estimator::Snap1 => Influence::Snap1 {
+                j: (0..batch * nl)
+                    .map(|k| vec![F::zero(); layers[k % nl].s * g * (layers[k % nl].i + layers[k % nl].h + 2)])
+                    .collect(),
+            },
+            Estimator::Uoro => Influence::Uoro {
+                s: vec![vec![F::zero(); s_tot]; batch],
+                theta: vec![vec![F::zero(); p]; batch],
+                rng: ChaCha8Rng::seed_from_u64(seed),
+            },
             _ => unreachable!("checked above"),
         };
         Ok(OnlineState { method, cell, sc, g, b: batch, layers, rnn_off, p, jac, inf, ready: false })
@@ -247,7 +271,9 @@ impl<F: Float> OnlineState<F> {
     /// Forgets all influence (a new sequence starts from a fresh state).
     pub fn reset(&mut self) {
         match &mut self.inf {
-            Influence::Dense { j, .. } | Influence::Snap1 { j } => j.iter_mut().for_each(|v| v.iter_mut().for_each(|x| *x = F::zero())),
+            Influence::Dense { j, .. } | Influence::Snap1 { j } => {
+                j.iter_mut().for_each(|v| v.iter_mut().for_each(|x| *x = F::zero()))
+            }
             Influence::Uoro { s, theta, .. } => {
                 s.iter_mut().chain(theta.iter_mut()).for_each(|v| v.iter_mut().for_each(|x| *x = F::zero()));
             }
@@ -258,10 +284,23 @@ impl<F: Float> OnlineState<F> {
     /// Bytes held by the estimator (constant over a stream).
     pub fn memory_bytes(&self) -> usize {
         let f = std::mem::size_of::<F>();
-        let jac: usize = self.jac.iter().map(|j| j.mx.capacity() + j.mh.capacity() + j.dd.capacity() + j.a.capacity() + j.bx.capacity() + j.x.capacity() + j.h_prev.capacity()).sum();
+        let jac: usize = self
+            .jac
+            .iter()
+            .map(|j| {
+                j.mx.capacity()
+                    + j.mh.capacity()
+                    + j.dd.capacity()
+                    + j.a.capacity()
+                    + j.bx.capacity()
+                    + j.x.capacity()
+                    + j.h_prev.capacity()
+            })
+            .sum();
         let inf = match &self.inf {
             Influence::Dense { j, spare, mask, .. } => {
-                j.iter().chain(spare.iter()).map(|v| v.capacity()).sum::<usize>() + mask.as_ref().map_or(0, |m| m.iter().map(|v| v.capacity()).sum::<usize>() / f.max(1))
+                j.iter().chain(spare.iter()).map(|v| v.capacity()).sum::<usize>()
+                    + mask.as_ref().map_or(0, |m| m.iter().map(|v| v.capacity()).sum::<usize>() / f.max(1))
             }
             Influence::Snap1 { j } => j.iter().map(|v| v.capacity()).sum(),
             Influence::Uoro { s, theta, .. } => s.iter().chain(theta.iter()).map(|v| v.capacity()).sum(),
@@ -272,7 +311,11 @@ impl<F: Float> OnlineState<F> {
     /// Updates the influence after a forward step whose cache (T = 1) is given.
     pub fn update(&mut self, model: &Model<F>, cache: &RnnCache<F>) -> Result<()> {
         if cache.seq_len != 1 || cache.batch != self.b {
-            return Err(config_err("cache", format!("T={} B={}", cache.seq_len, cache.batch), format!("online update takes one step of batch {}", self.b)));
+            return Err(config_err(
+                "cache",
+                format!("T={} B={}", cache.seq_len, cache.batch),
+                format!("online update takes one step of batch {}", self.b),
+            ));
         }
         match self.cell {
             CellKind::RnnTanh => self.local::<Elman>(Elman { relu: false }, model, cache),
@@ -321,7 +364,16 @@ impl<F: Float> OnlineState<F> {
             }
             Influence::Uoro { s, theta, rng } => {
                 for b in 0..self.b {
-                    uoro_update(&self.layers, self.sc, self.g, &self.jac[b * nl..(b + 1) * nl], &mut s[b], &mut theta[b], rng, p);
+                    uoro_update(
+                        &self.layers,
+                        self.sc,
+                        self.g,
+                        &self.jac[b * nl..(b + 1) * nl],
+                        &mut s[b],
+                        &mut theta[b],
+                        rng,
+                        p,
+                    );
                 }
             }
         }
@@ -390,10 +442,24 @@ impl<F: Float> OnlineState<F> {
             for b in 0..self.b {
                 let jc = &mut self.jac[b * nl + l];
                 let (rh, rg) = (b * h..(b + 1) * h, b * gh_w..(b + 1) * gh_w);
-                let (cp, cn): (&[F], &[F]) = if C::HAS_C { (&dc.c[rh.clone()], &dc.c[h * self.b + b * h..h * self.b + (b + 1) * h]) } else { (&[], &[]) };
+                let (cp, cn): (&[F], &[F]) = if C::HAS_C {
+                    (&dc.c[rh.clone()], &dc.c[h * self.b + b * h..h * self.b + (b + 1) * h])
+                } else {
+                    (&[], &[])
+                };
                 let h_prev = &dc.h[rh.clone()];
                 let h_new = &dc.h[h * self.b + b * h..h * self.b + (b + 1) * h];
-                cell.step_jacobians(&dc.act[rg.clone()], &dc.gh[rg], h_prev, cp, h_new, cn, &mut jc.mx, &mut jc.mh, &mut jc.dd);
+                cell.step_jacobians(
+                    &dc.act[rg.clone()],
+                    &dc.gh[rg],
+                    h_prev,
+                    cp,
+                    h_new,
+                    cn,
+                    &mut jc.mx,
+                    &mut jc.mh,
+                    &mut jc.dd,
+                );
                 jc.x.copy_from_slice(&cache.inputs[l][b * d.i..(b + 1) * d.i]);
                 jc.h_prev.copy_from_slice(h_prev);
                 if !need_dense && l == 0 {
@@ -471,7 +537,13 @@ fn add_immediate_dense<F: Float>(d: &LayerDims, sc: usize, g: usize, jc: &StepJa
 
 /// Runs `f(l, delta^l)` for every layer, top down, sending the error to the
 /// layer below through the current step only: delta^{l-1} = Bx^lᵀ delta^l.
-fn for_each_layer_delta<F: Float>(layers: &[LayerDims], _sc: usize, jac: &[StepJac<F>], top: Vec<F>, mut f: impl FnMut(usize, &[F])) {
+fn for_each_layer_delta<F: Float>(
+    layers: &[LayerDims],
+    _sc: usize,
+    jac: &[StepJac<F>],
+    top: Vec<F>,
+    mut f: impl FnMut(usize, &[F]),
+) {
     let mut delta = top;
     for l in (0..layers.len()).rev() {
         f(l, &delta);
@@ -576,8 +648,12 @@ fn snap2_mask<F: Float>(model: &Model<F>, layers: &[LayerDims], sc: usize, g: us
             let feeds = |j: usize, k: usize| j == k || (0..g).any(|gg| w_hh[(gg * d.h + j) * d.h + k] != F::zero());
             let own = |col: usize, k: usize| -> bool {
                 // Is parameter column `col` in unit k's own rows?
-                let in_rows = |base: usize, width: usize| col >= base && col < base + g * d.h * width && ((col - base) / width) % d.h == k;
-                in_rows(d.w_ih, d.i) || in_rows(d.w_hh, d.h) || (d.b_ih != usize::MAX && (in_rows(d.b_ih, 1) || in_rows(d.b_hh, 1)))
+                let in_rows = |base: usize, width: usize| {
+                    col >= base && col < base + g * d.h * width && ((col - base) / width) % d.h == k
+                };
+                in_rows(d.w_ih, d.i)
+                    || in_rows(d.w_hh, d.h)
+                    || (d.b_ih != usize::MAX && (in_rows(d.b_ih, 1) || in_rows(d.b_hh, 1)))
             };
             let mut m = vec![false; d.s * p];
             for j in 0..d.h {
@@ -600,14 +676,26 @@ fn snap2_mask<F: Float>(model: &Model<F>, layers: &[LayerDims], sc: usize, g: us
 /// with random signs nu and rho0 = sqrt(|theta~| / |D s~|), rho1 = sqrt(|nuᵀ I| / |nu|),
 /// which keep the two factors at the same scale and minimise the variance.
 #[allow(clippy::too_many_arguments)]
-fn uoro_update<F: Float>(layers: &[LayerDims], sc: usize, g: usize, jac: &[StepJac<F>], s: &mut [F], theta: &mut [F], rng: &mut ChaCha8Rng, p: usize) {
+fn uoro_update<F: Float>(
+    layers: &[LayerDims],
+    sc: usize,
+    g: usize,
+    jac: &[StepJac<F>],
+    s: &mut [F],
+    theta: &mut [F],
+    rng: &mut ChaCha8Rng,
+    p: usize,
+) {
     let eps = 1e-7;
     let nl = layers.len();
-    let offs: Vec<usize> = layers.iter().scan(0, |o, l| {
-        let r = *o;
-        *o += l.s;
-        Some(r)
-    }).collect();
+    let offs: Vec<usize> = layers
+        .iter()
+        .scan(0, |o, l| {
+            let r = *o;
+            *o += l.s;
+            Some(r)
+        })
+        .collect();
     // v = D_total s~, layer by layer: v^l = D^l s~^l + Bx^l v^{l-1}.
     let mut v = vec![F::zero(); s.len()];
     for l in 0..nl {

@@ -136,7 +136,14 @@ pub struct TrainSection {
 
 impl Default for TrainConfig {
     fn default() -> Self {
-        TrainConfig { task: "mackey-glass".into(), seed: 0, out: None, data: DataConfig::default(), model: ModelSection::default(), train: TrainSection::default() }
+        TrainConfig {
+            task: "mackey-glass".into(),
+            seed: 0,
+            out: None,
+            data: DataConfig::default(),
+            model: ModelSection::default(),
+            train: TrainSection::default(),
+        }
     }
 }
 
@@ -214,7 +221,8 @@ impl Default for TrainSection {
 }
 
 /// The tasks `task` may name.
-pub const TASKS: [&str; 9] = ["forecast", "classify", "ts", "mnist", "tokens", "charlm", "adding", "copy", "mackey-glass"];
+pub const TASKS: [&str; 9] =
+    ["forecast", "classify", "ts", "mnist", "tokens", "charlm", "adding", "copy", "mackey-glass"];
 
 impl TrainConfig {
     /// Parses a TOML file's text; unknown keys and wrong types are errors naming the key.
@@ -247,11 +255,16 @@ impl TrainConfig {
         one_of("train.estimator", &self.train.estimator, &["bptt", "tbptt", "rtrl", "uoro", "snap1", "snap2"])?;
         one_of("train.on_nan", &self.train.on_nan, &["stop", "skip"])?;
         one_of("data.split", &self.data.split, &["chars", "whitespace"])?;
-        if matches!(self.train.estimator.as_str(), "rtrl" | "uoro" | "snap1" | "snap2") && matches!(self.task.as_str(), "tokens" | "charlm" | "copy") {
+        if matches!(self.train.estimator.as_str(), "rtrl" | "uoro" | "snap1" | "snap2")
+            && matches!(self.task.as_str(), "tokens" | "charlm" | "copy")
+        {
             return Err(config_err(
                 "train.estimator",
                 &self.train.estimator,
-                format!("online estimators take real-valued inputs; task {} embeds tokens (use bptt or tbptt)", self.task),
+                format!(
+                    "online estimators take real-valued inputs; task {} embeds tokens (use bptt or tbptt)",
+                    self.task
+                ),
             ));
         }
         if self.train.memory_limit_mb == 0 {
@@ -275,18 +288,28 @@ impl TrainConfig {
         if !(0.0..1.0).contains(&self.model.dropout) {
             return Err(config_err("model.dropout", self.model.dropout, "must be in [0, 1)"));
         }
-        for (what, v) in [("data.val_fraction", self.data.val_fraction), ("data.test_fraction", self.data.test_fraction)] {
+        for (what, v) in
+            [("data.val_fraction", self.data.val_fraction), ("data.test_fraction", self.data.test_fraction)]
+        {
             if !(0.0..0.9).contains(&v) {
                 return Err(config_err(what, v, "must be in [0, 0.9)"));
             }
         }
         if self.data.val_fraction + self.data.test_fraction >= 0.9 {
-            return Err(config_err("data.val_fraction + data.test_fraction", self.data.val_fraction + self.data.test_fraction, "must be below 0.9"));
+            return Err(config_err(
+                "data.val_fraction + data.test_fraction",
+                self.data.val_fraction + self.data.test_fraction,
+                "must be below 0.9",
+            ));
         }
         if self.data.delimiter.len() != 1 {
             return Err(config_err("data.delimiter", &self.data.delimiter, "must be one character"));
         }
-        for (what, v) in [("train.clip_norm", self.train.clip_norm), ("train.clip_value", self.train.clip_value), ("train.weight_decay", self.train.weight_decay)] {
+        for (what, v) in [
+            ("train.clip_norm", self.train.clip_norm),
+            ("train.clip_value", self.train.clip_value),
+            ("train.weight_decay", self.train.weight_decay),
+        ] {
             if !(v >= 0.0 && v.is_finite()) {
                 return Err(config_err(what, v, "must be a finite number >= 0"));
             }

@@ -121,7 +121,14 @@ impl Acc {
         Acc { loss_sum: 0.0, count: 0, se: 0.0, se_n: 0, correct: 0, total: 0 }
     }
 
-    fn add(&mut self, model: &Model<f32>, y: &[f32], targets: Targets<f32>, counted: &[bool], scale: Option<&[f64]>) -> Result<()> {
+    fn add(
+        &mut self,
+        model: &Model<f32>,
+        y: &[f32],
+        targets: Targets<f32>,
+        counted: &[bool],
+        scale: Option<&[f64]>,
+    ) -> Result<()> {
         let o = model.cfg.out_size;
         let (l, _, n) = loss_forward_backward(model.cfg.loss, y, counted.len(), o, targets, counted)?;
         self.loss_sum += l as f64 * n as f64;
@@ -181,7 +188,11 @@ pub fn evaluate(model: &Model<f32>, ex: &Examples, batch: usize, metric: &str, m
 pub fn stream_batch(ids: &[usize], b: usize) -> Result<BatchBuf> {
     let l = ids.len().saturating_sub(1) / b;
     if l == 0 {
-        return Err(config_err("batch", b, format!("a stream of {} tokens is too short for that many parallel streams", ids.len())));
+        return Err(config_err(
+            "batch",
+            b,
+            format!("a stream of {} tokens is too short for that many parallel streams", ids.len()),
+        ));
     }
     let mut bb = BatchBuf { b, t: l, lengths: vec![l; b], ..Default::default() };
     for r in 0..b {
@@ -202,7 +213,10 @@ pub fn evaluate_stream(model: &Model<f32>, ids: &[usize], b: usize, k: usize) ->
         let r = stream.window::<ChaCha8Rng>(model, w, Some(&state), None, None)?;
         let rows = w.start * bb.b..w.end * bb.b;
         // Window targets, time-major as the window's output.
-        let tm: Vec<i64> = (w.start..w.end).flat_map(|t| (0..bb.b).map(move |r| (t, r))).map(|(t, r)| bb.class[r * bb.t + t]).collect();
+        let tm: Vec<i64> = (w.start..w.end)
+            .flat_map(|t| (0..bb.b).map(move |r| (t, r)))
+            .map(|(t, r)| bb.class[r * bb.t + t])
+            .collect();
         debug_assert_eq!(tm.len(), rows.len());
         acc.add(model, &r.output.y, Targets::Class(&tm), &model.counted_rows(&r.cache), None)?;
         state = stream.state_at(model, w, &r.cache, w.end, &init);
@@ -285,7 +299,8 @@ impl Reporter for Silent {
 
 /// The model configuration a training config and task imply.
 pub fn model_config(cfg: &TrainConfig, p: &Prepared) -> Result<ModelConfig> {
-    let cell = CellKind::parse(&cfg.model.cell).ok_or_else(|| config_err("model.cell", &cfg.model.cell, "expected rnn, rnn_relu, lstm or gru"))?;
+    let cell = CellKind::parse(&cfg.model.cell)
+        .ok_or_else(|| config_err("model.cell", &cfg.model.cell, "expected rnn, rnn_relu, lstm or gru"))?;
     Ok(ModelConfig {
         rnn: RnnConfig {
             cell,
@@ -310,7 +325,9 @@ fn optimizer_kind(cfg: &TrainConfig) -> Result<OptimizerKind> {
             *momentum = cfg.train.momentum;
             *weight_decay = cfg.train.weight_decay;
         }
-        OptimizerKind::Adagrad { weight_decay, .. } | OptimizerKind::Adam { weight_decay, .. } => *weight_decay = cfg.train.weight_decay,
+        OptimizerKind::Adagrad { weight_decay, .. } | OptimizerKind::Adam { weight_decay, .. } => {
+            *weight_decay = cfg.train.weight_decay
+        }
         OptimizerKind::Adamw { weight_decay, .. } => {
             if cfg.train.weight_decay > 0.0 {
                 *weight_decay = cfg.train.weight_decay;
@@ -318,7 +335,11 @@ fn optimizer_kind(cfg: &TrainConfig) -> Result<OptimizerKind> {
         }
     }
     if cfg.train.momentum != 0.0 && !matches!(k, OptimizerKind::Sgd { .. } | OptimizerKind::Rmsprop { .. }) {
-        return Err(config_err("train.momentum", cfg.train.momentum, format!("applies to sgd and rmsprop, not {}", cfg.train.optimizer)));
+        return Err(config_err(
+            "train.momentum",
+            cfg.train.momentum,
+            format!("applies to sgd and rmsprop, not {}", cfg.train.optimizer),
+        ));
     }
     Ok(k)
 }
@@ -328,8 +349,12 @@ fn schedule(cfg: &TrainConfig) -> Schedule {
     match t.schedule.as_str() {
         "step" => Schedule::Step { step_size: t.step_size, gamma: t.gamma },
         "exponential" => Schedule::Exponential { gamma: t.gamma },
-        "cosine" => Schedule::CosineWarmup { warmup_epochs: t.warmup, start_factor: 0.1, total_epochs: t.epochs, eta_min: 0.0 },
-        "plateau" => Schedule::Plateau { factor: t.gamma, patience: t.step_size, threshold: 1e-4, cooldown: 0, min_lr: 0.0 },
+        "cosine" => {
+            Schedule::CosineWarmup { warmup_epochs: t.warmup, start_factor: 0.1, total_epochs: t.epochs, eta_min: 0.0 }
+        }
+        "plateau" => {
+            Schedule::Plateau { factor: t.gamma, patience: t.step_size, threshold: 1e-4, cooldown: 0, min_lr: 0.0 }
+        }
         _ => Schedule::Constant,
     }
 }
@@ -360,8 +385,15 @@ fn truncation(cfg: &TrainConfig) -> Result<Truncation> {
 /// Trains as `cfg` says; with `resume`, continues the run in that folder.
 pub fn train(cfg: &TrainConfig, resume: bool, rep: &mut dyn Reporter) -> Result<Summary> {
     cfg.validate()?;
-    let threads = if cfg.train.threads == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { cfg.train.threads };
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().map_err(|e| config_err("train.threads", threads, e.to_string()))?;
+    let threads = if cfg.train.threads == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        cfg.train.threads
+    };
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .map_err(|e| config_err("train.threads", threads, e.to_string()))?;
     pool.install(|| train_inner(cfg, resume, rep))
 }
 
@@ -370,20 +402,27 @@ fn train_inner(cfg: &TrainConfig, resume: bool, rep: &mut dyn Reporter) -> Resul
     std::fs::create_dir_all(&out).map_err(|e| data_err(&out, None, format!("cannot create the output folder: {e}")))?;
     let prep = task::prepare(cfg)?;
     let mcfg = model_config(cfg, &prep)?;
-    let init = InitConfig { orthogonal_recurrent: cfg.model.orthogonal, xavier_input: cfg.model.xavier, forget_bias: cfg.model.forget_bias };
+    let init = InitConfig {
+        orthogonal_recurrent: cfg.model.orthogonal,
+        xavier_input: cfg.model.xavier,
+        forget_bias: cfg.model.forget_bias,
+    };
     let mut model = Model::<f32>::new(mcfg.clone(), &init, &mut ChaCha8Rng::seed_from_u64(cfg.seed))?;
     let mut opt = Optimizer::<f32>::new(optimizer_kind(cfg)?, model.num_params())?;
     let mut sched = Scheduler::new(schedule(cfg), cfg.train.lr)?;
     let train_seed = cfg.seed.wrapping_add(1);
     let mut rng = ChaCha8Rng::seed_from_u64(train_seed);
-    let (mut epoch0, mut step, mut best_val, mut bad, mut metrics_lines) = (0usize, 0u64, f64::INFINITY, 0usize, 0usize);
+    let (mut epoch0, mut step, mut best_val, mut bad, mut metrics_lines) =
+        (0usize, 0u64, f64::INFINITY, 0usize, 0usize);
     let metrics_path = out.join("metrics.jsonl");
     let state_path = out.join("train_state.json");
     let last_path = out.join("last.safetensors");
     let best_path = out.join("model.safetensors");
     if resume {
-        let text = std::fs::read_to_string(&state_path).map_err(|e| data_err(&state_path, None, format!("cannot resume: {e}")))?;
-        let st: TrainState = serde_json::from_str(&text).map_err(|e| data_err(&state_path, None, format!("corrupt training state: {e}")))?;
+        let text = std::fs::read_to_string(&state_path)
+            .map_err(|e| data_err(&state_path, None, format!("cannot resume: {e}")))?;
+        let st: TrainState = serde_json::from_str(&text)
+            .map_err(|e| data_err(&state_path, None, format!("corrupt training state: {e}")))?;
         let (last, _) = checkpoint::load::<f32>(&last_path)?;
         if last.cfg != model.cfg {
             return Err(data_err(&last_path, None, "was written by a different model configuration"));
@@ -391,7 +430,11 @@ fn train_inner(cfg: &TrainConfig, resume: bool, rep: &mut dyn Reporter) -> Resul
         model = last;
         let (slots, _) = checkpoint::read_tensors(&out.join("optimizer.safetensors"))?;
         if slots.len() != opt.slots.len() || slots.iter().any(|(_, _, v)| v.len() != model.num_params()) {
-            return Err(data_err(out.join("optimizer.safetensors"), None, "optimizer state does not match the model and optimizer"));
+            return Err(data_err(
+                out.join("optimizer.safetensors"),
+                None,
+                "optimizer state does not match the model and optimizer",
+            ));
         }
         for (k, (_, _, v)) in slots.into_iter().enumerate() {
             opt.slots[k] = v.into_iter().map(|x| x as f32).collect();
@@ -401,7 +444,8 @@ fn train_inner(cfg: &TrainConfig, resume: bool, rep: &mut dyn Reporter) -> Resul
         sched = st.scheduler;
         let wp: u128 = st.rng_word_pos.parse().map_err(|_| data_err(&state_path, None, "bad rng_word_pos"))?;
         rng = rng_at(st.rng_seed, st.rng_stream, wp);
-        (epoch0, step, best_val, bad, metrics_lines) = (st.epoch, st.step, st.best_val.unwrap_or(f64::INFINITY), st.bad_epochs, st.metrics_lines);
+        (epoch0, step, best_val, bad, metrics_lines) =
+            (st.epoch, st.step, st.best_val.unwrap_or(f64::INFINITY), st.bad_epochs, st.metrics_lines);
         // Drop metric lines written after the saved state (an interrupted epoch).
         if let Ok(text) = std::fs::read_to_string(&metrics_path) {
             let kept: String = text.lines().take(metrics_lines).map(|l| format!("{l}\n")).collect();
@@ -419,12 +463,22 @@ fn train_inner(cfg: &TrainConfig, resume: bool, rep: &mut dyn Reporter) -> Resul
     let tr = truncation(cfg)?;
     let estimator = match (cfg.train.estimator.as_str(), &prep.data) {
         ("bptt", TaskData::Stream { .. }) => "tbptt",
-        (e, _) => if e == "tbptt" { "tbptt" } else { "bptt" },
+        (e, _) => {
+            if e == "tbptt" {
+                "tbptt"
+            } else {
+                "bptt"
+            }
+        }
     };
     let online = crate::online::Estimator::parse(&cfg.train.estimator)?;
     if online.is_online() {
         if let TaskData::Stream { .. } = prep.data {
-            return Err(config_err("train.estimator", &cfg.train.estimator, "online estimators take real-valued inputs; this task embeds tokens"));
+            return Err(config_err(
+                "train.estimator",
+                &cfg.train.estimator,
+                "online estimators take real-valued inputs; this task embeds tokens",
+            ));
         }
         // Fail early, naming the need and the limit, rather than in the first batch.
         crate::online::OnlineState::<f32>::new(&model, online, cfg.train.batch, cfg.train.memory_limit_mb << 20, 0)?;
@@ -432,7 +486,8 @@ fn train_inner(cfg: &TrainConfig, resume: bool, rep: &mut dyn Reporter) -> Resul
     let mut grads = vec![0.0f32; model.num_params()];
     let mut epochs_run = 0;
     // Statistics since the last metrics line.
-    let (mut loss_sum, mut loss_n, mut gsum, mut gmax, mut clipped, mut nsteps, mut tokens) = (0.0f64, 0usize, 0.0f64, 0.0f64, 0usize, 0usize, 0usize);
+    let (mut loss_sum, mut loss_n, mut gsum, mut gmax, mut clipped, mut nsteps, mut tokens) =
+        (0.0f64, 0usize, 0.0f64, 0.0f64, 0usize, 0usize, 0usize);
     let mut t_last = Instant::now();
     let budget = if cfg.train.max_steps > 0 { cfg.train.max_steps as u64 } else { u64::MAX };
     let evaluate_val = |model: &Model<f32>| -> Result<Evaluation> {
@@ -442,7 +497,13 @@ fn train_inner(cfg: &TrainConfig, resume: bool, rep: &mut dyn Reporter) -> Resul
         }
     };
     // One optimizer update from the gradients in `g`; returns false when the step was skipped.
-    let apply = |model: &mut Model<f32>, opt: &mut Optimizer<f32>, g: &mut [f32], loss: f64, gs: &mut (f64, f64, usize, usize), rep: &mut dyn Reporter| -> Result<bool> {
+    let apply = |model: &mut Model<f32>,
+                 opt: &mut Optimizer<f32>,
+                 g: &mut [f32],
+                 loss: f64,
+                 gs: &mut (f64, f64, usize, usize),
+                 rep: &mut dyn Reporter|
+     -> Result<bool> {
         let norm = grad_norm(g);
         if !loss.is_finite() || !norm.is_finite() {
             if cfg.train.on_nan == "skip" {
@@ -487,11 +548,24 @@ fn train_inner(cfg: &TrainConfig, resume: bool, rep: &mut dyn Reporter) -> Resul
                     let mut losses = Vec::new();
                     if online.is_online() {
                         if bb.lengths.iter().any(|&l| l != bb.t) {
-                            return Err(config_err("train.estimator", &cfg.train.estimator, "online estimators need equal-length sequences in a batch; use bptt or tbptt"));
+                            return Err(config_err(
+                                "train.estimator",
+                                &cfg.train.estimator,
+                                "online estimators need equal-length sequences in a batch; use bptt or tbptt",
+                            ));
                         }
                         let x_tm = crate::model::swap_leading(&bb.x, bb.b, bb.t, model.cfg.rnn.input_size);
                         let seed = rng.gen::<u64>();
-                        let (loss, mut g) = crate::online::sequence_gradient(&model, &x_tm, bb.t, bb.b, bb.targets(), online, seed, cfg.train.memory_limit_mb << 20)?;
+                        let (loss, mut g) = crate::online::sequence_gradient(
+                            &model,
+                            &x_tm,
+                            bb.t,
+                            bb.b,
+                            bb.targets(),
+                            online,
+                            seed,
+                            cfg.train.memory_limit_mb << 20,
+                        )?;
                         apply(&mut model, &mut opt, &mut g, loss as f64, &mut gs, rep)?;
                         losses.push(loss as f64);
                     } else if estimator == "tbptt" {
@@ -510,7 +584,8 @@ fn train_inner(cfg: &TrainConfig, resume: bool, rep: &mut dyn Reporter) -> Resul
                         inner?;
                     } else {
                         grads.iter_mut().for_each(|g| *g = 0.0);
-                        let (loss, _) = model.loss_and_grad(&bb.batch(), bb.targets(), None, &mut grads, Some(&mut rng))?;
+                        let (loss, _) =
+                            model.loss_and_grad(&bb.batch(), bb.targets(), None, &mut grads, Some(&mut rng))?;
                         apply(&mut model, &mut opt, &mut grads, loss as f64, &mut gs, rep)?;
                         losses.push(loss as f64);
                     }
@@ -524,7 +599,17 @@ fn train_inner(cfg: &TrainConfig, resume: bool, rep: &mut dyn Reporter) -> Resul
                         last_val = evaluate_val(&model)?;
                         (gsum, gmax, clipped, nsteps) = (gsum + gs.0, gmax.max(gs.1), clipped + gs.2, nsteps + gs.3);
                         gs = (0.0, 0.0, 0, 0);
-                        let line = metrics_line(step, epoch + 1, loss_sum / loss_n.max(1) as f64, last_val, &metric, opt.lr, (gsum, gmax, clipped, nsteps), tokens, t_last);
+                        let line = metrics_line(
+                            step,
+                            epoch + 1,
+                            loss_sum / loss_n.max(1) as f64,
+                            last_val,
+                            &metric,
+                            opt.lr,
+                            (gsum, gmax, clipped, nsteps),
+                            tokens,
+                            t_last,
+                        );
                         append_line(&metrics_path, &line)?;
                         metrics_lines += 1;
                         rep.line(&line);
@@ -547,7 +632,10 @@ fn train_inner(cfg: &TrainConfig, resume: bool, rep: &mut dyn Reporter) -> Resul
                         match apply(m, &mut opt, g, 0.0, &mut gs, rep) {
                             Ok(_) => {
                                 done += 1;
-                                rep.step(f64::NAN, (done as usize * tr.k1 * bb.b) as f64 / t0.elapsed().as_secs_f64().max(1e-9));
+                                rep.step(
+                                    f64::NAN,
+                                    (done as usize * tr.k1 * bb.b) as f64 / t0.elapsed().as_secs_f64().max(1e-9),
+                                );
                             }
                             Err(e) => inner = Err(e),
                         }
@@ -564,12 +652,25 @@ fn train_inner(cfg: &TrainConfig, resume: bool, rep: &mut dyn Reporter) -> Resul
         }
         (gsum, gmax, clipped, nsteps) = (gsum + gs.0, gmax.max(gs.1), clipped + gs.2, nsteps + gs.3);
         last_val = evaluate_val(&model)?;
-        let line = metrics_line(step, epoch + 1, loss_sum / loss_n.max(1) as f64, last_val, &metric, opt.lr, (gsum, gmax, clipped, nsteps), tokens, t_last);
+        let line = metrics_line(
+            step,
+            epoch + 1,
+            loss_sum / loss_n.max(1) as f64,
+            last_val,
+            &metric,
+            opt.lr,
+            (gsum, gmax, clipped, nsteps),
+            tokens,
+            t_last,
+        );
         append_line(&metrics_path, &line)?;
         metrics_lines += 1;
         rep.line(&line);
         if nsteps > 0 && gmax > 1e3 * (gsum / nsteps as f64).max(1e-12) {
-            rep.warn(&format!("gradient norm spiked to {gmax:.3e} (mean {:.3e}): exploding gradients; consider --clip-norm", gsum / nsteps as f64));
+            rep.warn(&format!(
+                "gradient norm spiked to {gmax:.3e} (mean {:.3e}): exploding gradients; consider --clip-norm",
+                gsum / nsteps as f64
+            ));
         }
         (loss_sum, loss_n, gsum, gmax, clipped, nsteps, tokens) = (0.0, 0, 0.0, 0.0, 0, 0, 0);
         t_last = Instant::now();
@@ -623,7 +724,9 @@ fn train_inner(cfg: &TrainConfig, resume: bool, rep: &mut dyn Reporter) -> Resul
         ),
         TaskData::Stream { val, test, .. } => (
             evaluate_stream(&best, val, cfg.train.batch, cfg.train.k1)?,
-            (test.len() > cfg.train.batch + 1).then(|| evaluate_stream(&best, test, cfg.train.batch, cfg.train.k1)).transpose()?,
+            (test.len() > cfg.train.batch + 1)
+                .then(|| evaluate_stream(&best, test, cfg.train.batch, cfg.train.k1))
+                .transpose()?,
         ),
     };
     let _ = last_val;
@@ -634,14 +737,38 @@ fn train_inner(cfg: &TrainConfig, resume: bool, rep: &mut dyn Reporter) -> Resul
     if let (TaskData::Examples { val, .. }, Some(norm)) = (&prep.data, &prep.meta.target_norm) {
         let p = out.join("forecast.svg");
         let (actual, forecast) = usage::forecast_series(&best, val, norm, cfg.train.batch)?;
-        crate::plot::plot_forecast(&p, &format!("{} ({}): validation, one step ahead", prep.meta.target_columns[0], cfg.task), &actual, &forecast)?;
+        crate::plot::plot_forecast(
+            &p,
+            &format!("{} ({}): validation, one step ahead", prep.meta.target_columns[0], cfg.task),
+            &actual,
+            &forecast,
+        )?;
         plots.push(p);
     }
-    Ok(Summary { out_dir: out, best_val: best_eval, test, metric, baseline: prep.baseline, epochs_run, steps: step, plots })
+    Ok(Summary {
+        out_dir: out,
+        best_val: best_eval,
+        test,
+        metric,
+        baseline: prep.baseline,
+        epochs_run,
+        steps: step,
+        plots,
+    })
 }
 
 #[allow(clippy::too_many_arguments)]
-fn metrics_line(step: u64, epoch: usize, train_loss: f64, val: Evaluation, metric: &str, lr: f64, g: (f64, f64, usize, usize), tokens: usize, since: Instant) -> MetricsLine {
+fn metrics_line(
+    step: u64,
+    epoch: usize,
+    train_loss: f64,
+    val: Evaluation,
+    metric: &str,
+    lr: f64,
+    g: (f64, f64, usize, usize),
+    tokens: usize,
+    since: Instant,
+) -> MetricsLine {
     let (gsum, gmax, clipped, n) = g;
     MetricsLine {
         step,
@@ -661,11 +788,24 @@ fn metrics_line(step: u64, epoch: usize, train_loss: f64, val: Evaluation, metri
 fn append_line(path: &Path, line: &MetricsLine) -> Result<()> {
     use std::io::Write;
     let s = serde_json::to_string(line).map_err(|e| data_err(path, None, e.to_string()))?;
-    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(|e| data_err(path, None, format!("cannot write: {e}")))?;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| data_err(path, None, format!("cannot write: {e}")))?;
     writeln!(f, "{s}").map_err(|e| data_err(path, None, format!("cannot write: {e}")))
 }
 
 /// Maps library errors that are the user's to fix (bad data, bad config).
 pub fn is_user_error(e: &Error) -> bool {
-    matches!(e, Error::Data { .. } | Error::Config { .. } | Error::Shape { .. } | Error::Length { .. } | Error::Token { .. } | Error::Class { .. } | Error::Param { .. })
+    matches!(
+        e,
+        Error::Data { .. }
+            | Error::Config { .. }
+            | Error::Shape { .. }
+            | Error::Length { .. }
+            | Error::Token { .. }
+            | Error::Class { .. }
+            | Error::Param { .. }
+    )
 }

@@ -67,11 +67,15 @@ impl Examples {
     /// The examples at `idx`, in that order.
     pub fn select(&self, idx: &[usize]) -> Examples {
         let inputs = match &self.inputs {
-            Inputs::Dense { width, seqs } => Inputs::Dense { width: *width, seqs: idx.iter().map(|&i| seqs[i].clone()).collect() },
+            Inputs::Dense { width, seqs } => {
+                Inputs::Dense { width: *width, seqs: idx.iter().map(|&i| seqs[i].clone()).collect() }
+            }
             Inputs::Tokens { seqs } => Inputs::Tokens { seqs: idx.iter().map(|&i| seqs[i].clone()).collect() },
         };
         let targets = match &self.targets {
-            TargetSet::Real { width, rows } => TargetSet::Real { width: *width, rows: idx.iter().map(|&i| rows[i].clone()).collect() },
+            TargetSet::Real { width, rows } => {
+                TargetSet::Real { width: *width, rows: idx.iter().map(|&i| rows[i].clone()).collect() }
+            }
             TargetSet::Class(v) => TargetSet::Class(idx.iter().map(|&i| v[i]).collect()),
             TargetSet::ClassSeq(v) => TargetSet::ClassSeq(idx.iter().map(|&i| v[i].clone()).collect()),
         };
@@ -164,7 +168,10 @@ pub struct Prepared {
 }
 
 fn need_path(cfg: &TrainConfig) -> Result<&Path> {
-    cfg.data.path.as_deref().ok_or_else(|| config_err("data.path", "missing", format!("task {} reads a file: give --data PATH", cfg.task)))
+    cfg.data
+        .path
+        .as_deref()
+        .ok_or_else(|| config_err("data.path", "missing", format!("task {} reads a file: give --data PATH", cfg.task)))
 }
 
 /// Splits n items into (train, val, test) counts by fractions; each part keeps at least one item.
@@ -183,7 +190,11 @@ pub fn prepare(cfg: &TrainConfig) -> Result<Prepared> {
     match cfg.task.as_str() {
         "forecast" => {
             let path = need_path(cfg)?;
-            let opts = CsvOptions { header: cfg.data.header, delimiter: cfg.data.delimiter.as_bytes()[0], date_column: cfg.data.date_column.clone() };
+            let opts = CsvOptions {
+                header: cfg.data.header,
+                delimiter: cfg.data.delimiter.as_bytes()[0],
+                date_column: cfg.data.date_column.clone(),
+            };
             let table = data::read_table(path, &opts)?;
             forecast(cfg, path, &table.names, &table.columns, &|name: &str| table.column_index(name))
         }
@@ -201,7 +212,12 @@ pub fn prepare(cfg: &TrainConfig) -> Result<Prepared> {
         }
         "classify" => {
             let path = need_path(cfg)?;
-            let rows = data::read_labeled_rows(path, cfg.data.header, cfg.data.delimiter.as_bytes()[0], &cfg.data.label_column)?;
+            let rows = data::read_labeled_rows(
+                path,
+                cfg.data.header,
+                cfg.data.delimiter.as_bytes()[0],
+                &cfg.data.label_column,
+            )?;
             let seqs: Vec<Vec<Vec<f64>>> = rows.rows.into_iter().map(|r| vec![r]).collect();
             sequences(cfg, seqs, rows.labels, None, Vec::new(), &mut rng)
         }
@@ -231,11 +247,23 @@ pub fn prepare(cfg: &TrainConfig) -> Result<Prepared> {
 
 /// Forecasting windows over a table of columns [c][t].
 fn forecast(
-    cfg: &TrainConfig, path: &Path, names: &[String], columns: &[Vec<f64>], index: &dyn Fn(&str) -> Result<usize>,
+    cfg: &TrainConfig,
+    path: &Path,
+    names: &[String],
+    columns: &[Vec<f64>],
+    index: &dyn Fn(&str) -> Result<usize>,
 ) -> Result<Prepared> {
     let d = &cfg.data;
-    let inputs: Vec<usize> = if d.inputs.is_empty() { (0..columns.len()).collect() } else { d.inputs.iter().map(|c| index(c)).collect::<Result<_>>()? };
-    let targets: Vec<usize> = if d.targets.is_empty() { inputs.clone() } else { d.targets.iter().map(|c| index(c)).collect::<Result<_>>()? };
+    let inputs: Vec<usize> = if d.inputs.is_empty() {
+        (0..columns.len()).collect()
+    } else {
+        d.inputs.iter().map(|c| index(c)).collect::<Result<_>>()?
+    };
+    let targets: Vec<usize> = if d.targets.is_empty() {
+        inputs.clone()
+    } else {
+        d.targets.iter().map(|c| index(c)).collect::<Result<_>>()?
+    };
     if inputs.is_empty() {
         return Err(data_err(path, None, "no numeric column to read"));
     }
@@ -245,7 +273,11 @@ fn forecast(
     let (ntr, nv, _nt) = split_counts(n, d.val_fraction, d.test_fraction, "rows")?;
     let bounds = [(0, ntr), (ntr, ntr + nv), (ntr + nv, n)];
     if ntr < w + h {
-        return Err(data_err(path, None, format!("window {w} + horizon {h} is longer than the training part ({ntr} of {n} rows)")));
+        return Err(data_err(
+            path,
+            None,
+            format!("window {w} + horizon {h} is longer than the training part ({ntr} of {n} rows)"),
+        ));
     }
     let fit_in = Norm::fit(&inputs.iter().map(|&c| &columns[c][..ntr]).collect::<Vec<_>>());
     let fit_out = Norm::fit(&targets.iter().map(|&c| &columns[c][..ntr]).collect::<Vec<_>>());
@@ -270,11 +302,18 @@ fn forecast(
             rows.push(y);
             s += 1;
         }
-        Examples { inputs: Inputs::Dense { width: inputs.len(), seqs }, targets: TargetSet::Real { width: h * targets.len(), rows } }
+        Examples {
+            inputs: Inputs::Dense { width: inputs.len(), seqs },
+            targets: TargetSet::Real { width: h * targets.len(), rows },
+        }
     };
     let sets: Vec<Examples> = bounds.iter().map(|&(lo, hi)| windows(lo, hi)).collect();
     if d.val_fraction > 0.0 && sets[1].is_empty() {
-        return Err(data_err(path, None, format!("the validation part ({nv} rows) is shorter than window {w} + horizon {h}")));
+        return Err(data_err(
+            path,
+            None,
+            format!("the validation part ({nv} rows) is shorter than window {w} + horizon {h}"),
+        ));
     }
     // Naive baseline: the last observed value of each target, for every step ahead (RMSE in data units).
     let (mut se, mut cnt) = (0.0, 0usize);
@@ -295,7 +334,14 @@ fn forecast(
     let (train, val, test) = (it.next().expect("3 sets"), it.next().expect("3 sets"), it.next().expect("3 sets"));
     Ok(Prepared {
         data: TaskData::Examples { train: limit(train, d.limit), val, test },
-        shape: TaskShape { input_size: inputs.len(), vocab: None, head: HeadKind::Last, out_size: h * targets.len(), loss: LossKind::Mse, metric: "rmse" },
+        shape: TaskShape {
+            input_size: inputs.len(),
+            vocab: None,
+            head: HeadKind::Last,
+            out_size: h * targets.len(),
+            loss: LossKind::Mse,
+            metric: "rmse",
+        },
         meta: TaskMeta {
             task: cfg.task.clone(),
             data: d.clone(),
@@ -321,8 +367,12 @@ fn limit(ex: Examples, n: usize) -> Examples {
 
 /// Labelled multichannel sequences [example][channel][time] -> classification examples.
 fn sequences(
-    cfg: &TrainConfig, series: Vec<Vec<Vec<f64>>>, labels: Vec<String>, test: Option<(Vec<Vec<Vec<f64>>>, Vec<String>)>,
-    mut classes: Vec<String>, rng: &mut rand_chacha::ChaCha8Rng,
+    cfg: &TrainConfig,
+    series: Vec<Vec<Vec<f64>>>,
+    labels: Vec<String>,
+    test: Option<(Vec<Vec<Vec<f64>>>, Vec<String>)>,
+    mut classes: Vec<String>,
+    rng: &mut rand_chacha::ChaCha8Rng,
 ) -> Result<Prepared> {
     if classes.is_empty() {
         classes = labels.clone();
@@ -330,7 +380,11 @@ fn sequences(
         classes.dedup();
     }
     let class_of = |l: &str| -> Result<i64> {
-        classes.iter().position(|c| c == l).map(|p| p as i64).ok_or_else(|| config_err("label", l, "is not one of the training classes"))
+        classes
+            .iter()
+            .position(|c| c == l)
+            .map(|p| p as i64)
+            .ok_or_else(|| config_err("label", l, "is not one of the training classes"))
     };
     let channels = series.first().map_or(0, |s| s.len());
     let to_example = |s: &[Vec<f64>], norm: &Norm| -> Vec<f32> {
@@ -352,7 +406,8 @@ fn sequences(
     let (tr_idx, rest) = idx.split_at(ntr);
     let (va_idx, te_idx) = rest.split_at(nv);
     // Per-channel normalisation from the training examples.
-    let cols: Vec<Vec<f64>> = (0..channels).map(|c| tr_idx.iter().flat_map(|&i| series[i][c].iter().copied()).collect()).collect();
+    let cols: Vec<Vec<f64>> =
+        (0..channels).map(|c| tr_idx.iter().flat_map(|&i| series[i][c].iter().copied()).collect()).collect();
     let norm = Norm::fit(&cols.iter().map(|c| &c[..]).collect::<Vec<_>>());
     let build = |ids: &[usize], ser: &[Vec<Vec<f64>>], lab: &[String]| -> Result<Examples> {
         Ok(Examples {
@@ -370,7 +425,14 @@ fn sequences(
     let majority = counts.iter().copied().max().unwrap_or(0) as f64 / train.len().max(1) as f64;
     Ok(Prepared {
         data: TaskData::Examples { train: limit(train, cfg.data.limit), val, test },
-        shape: TaskShape { input_size: channels, vocab: None, head: HeadKind::Last, out_size: classes.len(), loss: LossKind::CrossEntropy, metric: "accuracy" },
+        shape: TaskShape {
+            input_size: channels,
+            vocab: None,
+            head: HeadKind::Last,
+            out_size: classes.len(),
+            loss: LossKind::CrossEntropy,
+            metric: "accuracy",
+        },
         meta: TaskMeta {
             task: cfg.task.clone(),
             data: cfg.data.clone(),
@@ -429,8 +491,19 @@ fn mnist(cfg: &TrainConfig, dir: &Path) -> Result<Prepared> {
     };
     let nt = if cfg.data.limit > 0 { cfg.data.limit.min(tx.len()) } else { tx.len() };
     Ok(Prepared {
-        data: TaskData::Examples { train: make(&xs[..n - nv], &ys[..n - nv]), val: make(&xs[n - nv..n], &ys[n - nv..n]), test: make(&tx[..nt], &ty[..nt]) },
-        shape: TaskShape { input_size: width, vocab: None, head: HeadKind::Last, out_size: 10, loss: LossKind::CrossEntropy, metric: "accuracy" },
+        data: TaskData::Examples {
+            train: make(&xs[..n - nv], &ys[..n - nv]),
+            val: make(&xs[n - nv..n], &ys[n - nv..n]),
+            test: make(&tx[..nt], &ty[..nt]),
+        },
+        shape: TaskShape {
+            input_size: width,
+            vocab: None,
+            head: HeadKind::Last,
+            out_size: 10,
+            loss: LossKind::CrossEntropy,
+            metric: "accuracy",
+        },
         meta: TaskMeta {
             task: cfg.task.clone(),
             data: cfg.data.clone(),
@@ -450,7 +523,8 @@ fn mnist(cfg: &TrainConfig, dir: &Path) -> Result<Prepared> {
 fn tokens(cfg: &TrainConfig, path: &Path, rng: &mut rand_chacha::ChaCha8Rng) -> Result<Prepared> {
     let split = if cfg.data.split == "whitespace" { TokenSplit::Whitespace } else { TokenSplit::Chars };
     let delim = (cfg.data.delimiter != ",").then(|| cfg.data.delimiter.as_bytes()[0]);
-    let rows = data::read_token_examples(path, delim, cfg.data.header, &cfg.data.label_column, &cfg.data.text_column, split)?;
+    let rows =
+        data::read_token_examples(path, delim, cfg.data.header, &cfg.data.label_column, &cfg.data.text_column, split)?;
     let n = rows.len();
     let mut idx: Vec<usize> = (0..n).collect();
     idx.shuffle(rng);
@@ -460,19 +534,23 @@ fn tokens(cfg: &TrainConfig, path: &Path, rng: &mut rand_chacha::ChaCha8Rng) -> 
     let mut classes: Vec<String> = idx[..ntr].iter().map(|&i| rows[i].0.clone()).collect();
     classes.sort();
     classes.dedup();
-    let build = |ids: &[usize]| -> Result<Examples> {
-        let mut seqs = Vec::new();
-        let mut ys = Vec::new();
-        for &i in ids {
-            let (label, toks) = &rows[i];
-            if toks.is_empty() {
-                return Err(data_err(path, None, format!("example {} has no tokens", i + 1)));
+    let build =
+        |ids: &[usize]| -> Result<Examples> {
+            let mut seqs = Vec::new();
+            let mut ys = Vec::new();
+            for &i in ids {
+                let (label, toks) = &rows[i];
+                if toks.is_empty() {
+                    return Err(data_err(path, None, format!("example {} has no tokens", i + 1)));
+                }
+                seqs.push(vocab.encode(toks.iter(), unk)?);
+                ys.push(classes.iter().position(|c| c == label).map_or(
+                    Err(config_err("label", label, "does not occur in the training part")),
+                    |p| Ok(p as i64),
+                )?);
             }
-            seqs.push(vocab.encode(toks.iter(), unk)?);
-            ys.push(classes.iter().position(|c| c == label).map_or(Err(config_err("label", label, "does not occur in the training part")), |p| Ok(p as i64))?);
-        }
-        Ok(Examples { inputs: Inputs::Tokens { seqs }, targets: TargetSet::Class(ys) })
-    };
+            Ok(Examples { inputs: Inputs::Tokens { seqs }, targets: TargetSet::Class(ys) })
+        };
     let train = build(&idx[..ntr])?;
     let val = build(&idx[ntr..ntr + nv])?;
     let test = build(&idx[ntr + nv..])?;
@@ -480,7 +558,14 @@ fn tokens(cfg: &TrainConfig, path: &Path, rng: &mut rand_chacha::ChaCha8Rng) -> 
     let majority = counts.iter().copied().max().unwrap_or(0) as f64 / train.len().max(1) as f64;
     Ok(Prepared {
         data: TaskData::Examples { train: limit(train, cfg.data.limit), val, test },
-        shape: TaskShape { input_size: cfg.model.emb_dim, vocab: Some(vocab.len()), head: HeadKind::Last, out_size: classes.len(), loss: LossKind::CrossEntropy, metric: "accuracy" },
+        shape: TaskShape {
+            input_size: cfg.model.emb_dim,
+            vocab: Some(vocab.len()),
+            head: HeadKind::Last,
+            out_size: classes.len(),
+            loss: LossKind::CrossEntropy,
+            metric: "accuracy",
+        },
         meta: TaskMeta {
             task: cfg.task.clone(),
             data: cfg.data.clone(),
@@ -515,12 +600,23 @@ fn charlm(cfg: &TrainConfig, path: &Path) -> Result<Prepared> {
     };
     let (train, val, test) = (enc(&chars[..ntr]), enc(&chars[ntr..ntr + nv]), enc(&chars[ntr + nv..]));
     if train.len() < cfg.train.batch * 2 {
-        return Err(data_err(path, None, format!("{} training characters are too few for batch {}", train.len(), cfg.train.batch)));
+        return Err(data_err(
+            path,
+            None,
+            format!("{} training characters are too few for batch {}", train.len(), cfg.train.batch),
+        ));
     }
     let v = vocab.len();
     Ok(Prepared {
         data: TaskData::Stream { train, val, test },
-        shape: TaskShape { input_size: cfg.model.emb_dim, vocab: Some(v), head: HeadKind::Every, out_size: v, loss: LossKind::CrossEntropy, metric: "bpc" },
+        shape: TaskShape {
+            input_size: cfg.model.emb_dim,
+            vocab: Some(v),
+            head: HeadKind::Every,
+            out_size: v,
+            loss: LossKind::CrossEntropy,
+            metric: "bpc",
+        },
         meta: TaskMeta {
             task: cfg.task.clone(),
             data: cfg.data.clone(),
@@ -561,8 +657,19 @@ fn adding(cfg: &TrainConfig, rng: &mut rand_chacha::ChaCha8Rng) -> Result<Prepar
     let (ntr, nv, _) = split_counts(n, cfg.data.val_fraction, cfg.data.test_fraction, "data.samples")?;
     let all: Vec<usize> = (0..n).collect();
     Ok(Prepared {
-        data: TaskData::Examples { train: ex.select(&all[..ntr]), val: ex.select(&all[ntr..ntr + nv]), test: ex.select(&all[ntr + nv..]) },
-        shape: TaskShape { input_size: 2, vocab: None, head: HeadKind::Last, out_size: 1, loss: LossKind::Mse, metric: "mse" },
+        data: TaskData::Examples {
+            train: ex.select(&all[..ntr]),
+            val: ex.select(&all[ntr..ntr + nv]),
+            test: ex.select(&all[ntr + nv..]),
+        },
+        shape: TaskShape {
+            input_size: 2,
+            vocab: None,
+            head: HeadKind::Last,
+            out_size: 1,
+            loss: LossKind::Mse,
+            metric: "mse",
+        },
         meta: empty_meta(cfg),
         // Always answering 1 (the mean of the sum of two U(0,1)) has MSE 1/6.
         baseline: Some(("constant 1.0 (MSE)".into(), 1.0 / 6.0)),
@@ -581,8 +688,19 @@ fn copy(cfg: &TrainConfig, rng: &mut rand_chacha::ChaCha8Rng) -> Result<Prepared
     let all: Vec<usize> = (0..n).collect();
     let _ = IGNORE_INDEX;
     Ok(Prepared {
-        data: TaskData::Examples { train: ex.select(&all[..ntr]), val: ex.select(&all[ntr..ntr + nv]), test: ex.select(&all[ntr + nv..]) },
-        shape: TaskShape { input_size: cfg.model.emb_dim, vocab: Some(vocab), head: HeadKind::Every, out_size: vocab, loss: LossKind::CrossEntropy, metric: "accuracy" },
+        data: TaskData::Examples {
+            train: ex.select(&all[..ntr]),
+            val: ex.select(&all[ntr..ntr + nv]),
+            test: ex.select(&all[ntr + nv..]),
+        },
+        shape: TaskShape {
+            input_size: cfg.model.emb_dim,
+            vocab: Some(vocab),
+            head: HeadKind::Every,
+            out_size: vocab,
+            loss: LossKind::CrossEntropy,
+            metric: "accuracy",
+        },
         meta: empty_meta(cfg),
         baseline: Some(("chance over the symbols".into(), 1.0 / cfg.data.symbols as f64)),
     })

@@ -21,8 +21,9 @@ pub struct Loaded {
 /// Loads a checkpoint and its task metadata.
 pub fn load(path: &Path) -> Result<Loaded> {
     let (model, m) = checkpoint::load::<f32>(path)?;
-    let meta: TaskMeta = serde_json::from_value(m.task.clone())
-        .map_err(|e| data_err(path, None, format!("metadata \"recurrent\".task is not a recurrent task description: {e}")))?;
+    let meta: TaskMeta = serde_json::from_value(m.task.clone()).map_err(|e| {
+        data_err(path, None, format!("metadata \"recurrent\".task is not a recurrent task description: {e}"))
+    })?;
     check_fits(&model, &meta).map_err(|problem| data_err(path, None, problem))?;
     Ok(Loaded { model, meta })
 }
@@ -34,7 +35,12 @@ fn check_fits(model: &Model<f32>, meta: &TaskMeta) -> std::result::Result<(), St
     let (head, o) = (model.cfg.head, model.cfg.out_size);
     let want_head = if matches!(meta.task.as_str(), "charlm" | "copy") { HeadKind::Every } else { HeadKind::Last };
     if head != want_head {
-        return Err(format!("task {} needs head \"{}\", the model has \"{}\"", meta.task, if want_head == HeadKind::Last { "last" } else { "every" }, if head == HeadKind::Last { "last" } else { "every" }));
+        return Err(format!(
+            "task {} needs head \"{}\", the model has \"{}\"",
+            meta.task,
+            if want_head == HeadKind::Last { "last" } else { "every" },
+            if head == HeadKind::Last { "last" } else { "every" }
+        ));
     }
     if meta.data.delimiter.len() != 1 {
         return Err(format!("data.delimiter {:?} must be one character", meta.data.delimiter));
@@ -50,8 +56,13 @@ fn check_fits(model: &Model<f32>, meta: &TaskMeta) -> std::result::Result<(), St
             return Err(format!("the model outputs {o} values but task {} needs {n}", meta.task));
         }
     }
-    if matches!(meta.task.as_str(), "forecast" | "mackey-glass") && meta.input_columns.len() != model.cfg.rnn.input_size {
-        return Err(format!("the model reads {} inputs but the task lists {} input columns", model.cfg.rnn.input_size, meta.input_columns.len()));
+    if matches!(meta.task.as_str(), "forecast" | "mackey-glass") && meta.input_columns.len() != model.cfg.rnn.input_size
+    {
+        return Err(format!(
+            "the model reads {} inputs but the task lists {} input columns",
+            model.cfg.rnn.input_size,
+            meta.input_columns.len()
+        ));
     }
     Ok(())
 }
@@ -73,24 +84,42 @@ pub fn forecast_series(model: &Model<f32>, ex: &Examples, norm: &Norm, batch: us
 }
 
 fn csv_opts(meta: &TaskMeta) -> CsvOptions {
-    CsvOptions { header: meta.data.header, delimiter: meta.data.delimiter.as_bytes().first().copied().unwrap_or(b','), date_column: meta.data.date_column.clone() }
+    CsvOptions {
+        header: meta.data.header,
+        delimiter: meta.data.delimiter.as_bytes().first().copied().unwrap_or(b','),
+        date_column: meta.data.date_column.clone(),
+    }
 }
 
 /// Forecast windows over a whole table with the stored normalisation. With
 /// `with_targets`, only windows whose horizon is inside the data (for
 /// evaluation); otherwise every window (for prediction). Returns the
 /// examples and, per window, the index of its last input row.
-fn forecast_windows(meta: &TaskMeta, path: &Path, with_targets: bool) -> Result<(Examples, Vec<usize>, Option<Vec<String>>)> {
+fn forecast_windows(
+    meta: &TaskMeta,
+    path: &Path,
+    with_targets: bool,
+) -> Result<(Examples, Vec<usize>, Option<Vec<String>>)> {
     let table = data::read_table(path, &csv_opts(meta))?;
     let (ni, no) = (meta.input_norm.as_ref(), meta.target_norm.as_ref());
-    let (ni, no) = (ni.ok_or_else(|| data_err(path, None, "checkpoint lacks input normalisation"))?, no.ok_or_else(|| data_err(path, None, "checkpoint lacks target normalisation"))?);
+    let (ni, no) = (
+        ni.ok_or_else(|| data_err(path, None, "checkpoint lacks input normalisation"))?,
+        no.ok_or_else(|| data_err(path, None, "checkpoint lacks target normalisation"))?,
+    );
     let ins: Vec<&[f64]> = meta.input_columns.iter().map(|c| table.column(c)).collect::<Result<_>>()?;
     let outs: Vec<&[f64]> = meta.target_columns.iter().map(|c| table.column(c)).collect::<Result<_>>()?;
     let (w, h) = (meta.data.window, meta.data.horizon);
     let n = table.rows();
     let need = if with_targets { w + h } else { w };
     if n < need {
-        return Err(data_err(path, None, format!("{n} rows are fewer than window {w}{}", if with_targets { format!(" + horizon {h}") } else { String::new() })));
+        return Err(data_err(
+            path,
+            None,
+            format!(
+                "{n} rows are fewer than window {w}{}",
+                if with_targets { format!(" + horizon {h}") } else { String::new() }
+            ),
+        ));
     }
     let (mut seqs, mut rows, mut ends) = (Vec::new(), Vec::new(), Vec::new());
     for s in 0..=n - need {
@@ -114,7 +143,10 @@ fn forecast_windows(meta: &TaskMeta, path: &Path, with_targets: bool) -> Result<
         rows.push(y);
         ends.push(s + w - 1);
     }
-    let ex = Examples { inputs: Inputs::Dense { width: ins.len(), seqs }, targets: TargetSet::Real { width: h * outs.len(), rows } };
+    let ex = Examples {
+        inputs: Inputs::Dense { width: ins.len(), seqs },
+        targets: TargetSet::Real { width: h * outs.len(), rows },
+    };
     Ok((ex, ends, table.dates.clone()))
 }
 
@@ -122,7 +154,12 @@ fn forecast_windows(meta: &TaskMeta, path: &Path, with_targets: bool) -> Result<
 fn labelled(meta: &TaskMeta, path: &Path, need_labels: bool) -> Result<(Examples, Vec<String>)> {
     let (series, labels): (Vec<Vec<Vec<f64>>>, Vec<String>) = match meta.task.as_str() {
         "classify" => {
-            let r = data::read_labeled_rows(path, meta.data.header, meta.data.delimiter.as_bytes()[0], &meta.data.label_column)?;
+            let r = data::read_labeled_rows(
+                path,
+                meta.data.header,
+                meta.data.delimiter.as_bytes()[0],
+                &meta.data.label_column,
+            )?;
             (r.rows.into_iter().map(|v| vec![v]).collect(), r.labels)
         }
         _ => {
@@ -130,20 +167,35 @@ fn labelled(meta: &TaskMeta, path: &Path, need_labels: bool) -> Result<(Examples
             (t.series, t.labels)
         }
     };
-    let norm = meta.channel_norm.as_ref().ok_or_else(|| data_err(path, None, "checkpoint lacks the channel normalisation"))?;
+    let norm =
+        meta.channel_norm.as_ref().ok_or_else(|| data_err(path, None, "checkpoint lacks the channel normalisation"))?;
     let channels = norm.mean.len();
     let mut seqs = Vec::new();
     for (i, s) in series.iter().enumerate() {
         if s.len() != channels {
-            return Err(data_err(path, None, format!("example {} has {} channels; the model reads {channels}", i + 1, s.len())));
+            return Err(data_err(
+                path,
+                None,
+                format!("example {} has {} channels; the model reads {channels}", i + 1, s.len()),
+            ));
         }
         let t = s[0].len();
-        seqs.push((0..t).flat_map(|k| s.iter().enumerate().map(move |(c, ch)| ((ch[k] - norm.mean[c]) / norm.std[c]) as f32)).collect());
+        seqs.push(
+            (0..t)
+                .flat_map(|k| s.iter().enumerate().map(move |(c, ch)| ((ch[k] - norm.mean[c]) / norm.std[c]) as f32))
+                .collect(),
+        );
     }
     let ys: Vec<i64> = if need_labels {
         labels
             .iter()
-            .map(|l| meta.classes.iter().position(|c| c == l).map(|p| p as i64).ok_or_else(|| data_err(path, None, format!("label \"{l}\" is not one of the model's classes"))))
+            .map(|l| {
+                meta.classes
+                    .iter()
+                    .position(|c| c == l)
+                    .map(|p| p as i64)
+                    .ok_or_else(|| data_err(path, None, format!("label \"{l}\" is not one of the model's classes")))
+            })
             .collect::<Result<_>>()?
     } else {
         vec![0; seqs.len()]
@@ -155,7 +207,14 @@ fn token_examples(meta: &TaskMeta, path: &Path, need_labels: bool) -> Result<Exa
     let vocab = meta.vocab.as_ref().ok_or_else(|| data_err(path, None, "checkpoint lacks the vocabulary"))?;
     let split = if meta.data.split == "whitespace" { TokenSplit::Whitespace } else { TokenSplit::Chars };
     let delim = (meta.data.delimiter != ",").then(|| meta.data.delimiter.as_bytes()[0]);
-    let rows = data::read_token_examples(path, delim, meta.data.header, &meta.data.label_column, &meta.data.text_column, split)?;
+    let rows = data::read_token_examples(
+        path,
+        delim,
+        meta.data.header,
+        &meta.data.label_column,
+        &meta.data.text_column,
+        split,
+    )?;
     let unk = vocab.id("<unk>");
     let mut seqs = Vec::new();
     let mut ys = Vec::new();
@@ -165,7 +224,11 @@ fn token_examples(meta: &TaskMeta, path: &Path, need_labels: bool) -> Result<Exa
         }
         seqs.push(vocab.encode(toks.iter(), unk)?);
         ys.push(if need_labels {
-            meta.classes.iter().position(|c| c == label).map(|p| p as i64).ok_or_else(|| data_err(path, None, format!("label \"{label}\" is not one of the model's classes")))?
+            meta.classes
+                .iter()
+                .position(|c| c == label)
+                .map(|p| p as i64)
+                .ok_or_else(|| data_err(path, None, format!("label \"{label}\" is not one of the model's classes")))?
         } else {
             0
         });
@@ -182,7 +245,9 @@ pub fn eval(l: &Loaded, path: &Path, batch: usize) -> Result<(Evaluation, String
         _ => "mse",
     };
     let ev = match l.meta.task.as_str() {
-        "forecast" | "mackey-glass" => evaluate(&l.model, &forecast_windows(&l.meta, path, true)?.0, batch, metric, &l.meta)?,
+        "forecast" | "mackey-glass" => {
+            evaluate(&l.model, &forecast_windows(&l.meta, path, true)?.0, batch, metric, &l.meta)?
+        }
         "classify" | "ts" => evaluate(&l.model, &labelled(&l.meta, path, true)?.0, batch, metric, &l.meta)?,
         "tokens" => evaluate(&l.model, &token_examples(&l.meta, path, true)?, batch, metric, &l.meta)?,
         "charlm" => {
@@ -190,7 +255,13 @@ pub fn eval(l: &Loaded, path: &Path, batch: usize) -> Result<(Evaluation, String
             let ids = encode_text(&l.meta, &text, path)?;
             evaluate_stream(&l.model, &ids, batch, l.meta.data.window.max(1).max(50))?
         }
-        other => return Err(config_err("task", other, "eval reads a data file; this checkpoint's task generates its data (retrain to evaluate)")),
+        other => {
+            return Err(config_err(
+                "task",
+                other,
+                "eval reads a data file; this checkpoint's task generates its data (retrain to evaluate)",
+            ))
+        }
     };
     Ok((ev, metric.into()))
 }
@@ -201,7 +272,13 @@ fn encode_text(meta: &TaskMeta, text: &str, path: &Path) -> Result<Vec<usize>> {
     let unk = vocab.id("<unk>");
     let mut buf = [0u8; 4];
     text.chars()
-        .map(|c| index.get(&*c.encode_utf8(&mut buf)).copied().or(unk).ok_or_else(|| config_err("character", c, "is not in the model's vocabulary")))
+        .map(|c| {
+            index
+                .get(&*c.encode_utf8(&mut buf))
+                .copied()
+                .or(unk)
+                .ok_or_else(|| config_err("character", c, "is not in the model's vocabulary"))
+        })
         .collect()
 }
 
@@ -213,7 +290,11 @@ pub fn predict(l: &Loaded, path: &Path, batch: usize) -> Result<String> {
     match l.meta.task.as_str() {
         "forecast" | "mackey-glass" => {
             let (ex, ends, dates) = forecast_windows(&l.meta, path, false)?;
-            let norm = l.meta.target_norm.as_ref().ok_or_else(|| data_err(path, None, "checkpoint lacks target normalisation"))?;
+            let norm = l
+                .meta
+                .target_norm
+                .as_ref()
+                .ok_or_else(|| data_err(path, None, "checkpoint lacks target normalisation"))?;
             let nt = l.meta.target_columns.len();
             out.push_str(if dates.is_some() { "date" } else { "row" });
             for k in 1..=l.meta.data.horizon {
@@ -239,7 +320,11 @@ pub fn predict(l: &Loaded, path: &Path, batch: usize) -> Result<String> {
             }
         }
         "classify" | "ts" | "tokens" => {
-            let ex = if l.meta.task == "tokens" { token_examples(&l.meta, path, false)? } else { labelled(&l.meta, path, false)?.0 };
+            let ex = if l.meta.task == "tokens" {
+                token_examples(&l.meta, path, false)?
+            } else {
+                labelled(&l.meta, path, false)?.0
+            };
             out.push_str("example,predicted\n");
             let idx: Vec<usize> = (0..ex.len()).collect();
             let o = l.model.cfg.out_size;
@@ -253,7 +338,13 @@ pub fn predict(l: &Loaded, path: &Path, batch: usize) -> Result<String> {
                 }
             }
         }
-        other => return Err(config_err("task", other, "predict handles forecast, classify, ts and tokens models; use generate for charlm")),
+        other => {
+            return Err(config_err(
+                "task",
+                other,
+                "predict handles forecast, classify, ts and tokens models; use generate for charlm",
+            ))
+        }
     }
     Ok(out)
 }
@@ -279,7 +370,8 @@ pub fn generate(l: &Loaded, prompt: &str, length: usize, temperature: f64, top_k
     // Feed the prompt, then one sampled character at a time.
     let mut feed: Vec<usize> = ids;
     for _ in 0..length {
-        let batch = Batch { input: SeqInput::Tokens(&feed), batch: 1, seq_len: feed.len(), batch_first: true, lengths: None };
+        let batch =
+            Batch { input: SeqInput::Tokens(&feed), batch: 1, seq_len: feed.len(), batch_first: true, lengths: None };
         let (y, _) = l.model.forward::<ChaCha8Rng>(&batch, Some(&state), None)?;
         state = y.state;
         let logits = &y.y[(feed.len() - 1) * o..feed.len() * o];

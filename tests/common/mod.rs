@@ -67,9 +67,26 @@ pub fn relu_pattern(model: &Model<f64>, cache: &recurrent::model::ModelCache<f64
     hs.finish()
 }
 
-pub fn model_cfg(cell: CellKind, i: usize, h: usize, layers: usize, bidir: bool, head: HeadKind, out: usize, loss: LossKind) -> ModelConfig {
+pub fn model_cfg(
+    cell: CellKind,
+    i: usize,
+    h: usize,
+    layers: usize,
+    bidir: bool,
+    head: HeadKind,
+    out: usize,
+    loss: LossKind,
+) -> ModelConfig {
     ModelConfig {
-        rnn: RnnConfig { cell, input_size: i, hidden_size: h, num_layers: layers, bidirectional: bidir, bias: true, dropout: 0.0 },
+        rnn: RnnConfig {
+            cell,
+            input_size: i,
+            hidden_size: h,
+            num_layers: layers,
+            bidirectional: bidir,
+            bias: true,
+            dropout: 0.0,
+        },
         vocab: None,
         head,
         out_size: out,
