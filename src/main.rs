@@ -223,6 +223,9 @@ impl Reporter for Progress {
             m.epoch, m.step, m.train_loss, m.val_loss, m.metric, m.val_metric, m.lr, m.grad_norm, m.grad_norm_max, 100.0 * m.clip_fraction, m.tokens_per_s
         );
     }
+    fn info(&mut self, msg: &str) {
+        println!("{msg}");
+    }
     fn warn(&mut self, msg: &str) {
         if let Some(b) = &self.bar {
             b.println(format!("warning: {msg}"));
@@ -311,6 +314,13 @@ fn run() -> Result<()> {
 }
 
 fn main() -> ExitCode {
+    // Output piped into a program that stops reading (`| head`) ends the
+    // process quietly, as for other command-line tools, instead of a panic.
+    #[cfg(unix)]
+    // SAFETY: restoring the default action of one signal before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     match run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -286,6 +286,8 @@ pub trait Reporter: Send {
     fn line(&mut self, m: &MetricsLine);
     /// A warning (clipping storms, NaN skips).
     fn warn(&mut self, msg: &str);
+    /// Information worth a line (memory an estimator needs).
+    fn info(&mut self, _msg: &str) {}
 }
 
 /// A reporter that prints nothing (tests).
@@ -482,6 +484,14 @@ fn train_inner(cfg: &TrainConfig, resume: bool, rep: &mut dyn Reporter) -> Resul
         }
         // Fail early, naming the need and the limit, rather than in the first batch.
         crate::online::OnlineState::<f32>::new(&model, online, cfg.train.batch, cfg.train.memory_limit_mb << 20, 0)?;
+        let need = crate::online::OnlineState::<f32>::memory_needed(&model, online, cfg.train.batch)?;
+        rep.info(&format!(
+            "{}: the estimator's state for batch {} needs {:.2} MiB (limit {} MiB)",
+            cfg.train.estimator,
+            cfg.train.batch,
+            need as f64 / 1048576.0,
+            cfg.train.memory_limit_mb
+        ));
     }
     let mut grads = vec![0.0f32; model.num_params()];
     let mut epochs_run = 0;
