@@ -52,9 +52,22 @@ pub fn gemm<F: Float>(m: usize, k: usize, n: usize, alpha: F, a: &[F], ta: Tr, b
         }
         return;
     }
-    if m * n * k <= SMALL_WORK {
-        // Tiny products (streaming, heads of width 1): matrixmultiply's
-        // packing costs more than the arithmetic here.
+    if m * n * k <= SMALL_WORK || (m == 1 && tb == Tr::T) {
+        // Tiny products (streaming, heads of width 1) and row-times-matrixᵀ
+        // (streaming at batch 1): matrixmultiply's packing costs more than
+        // the arithmetic, and it has no matrix-vector path.
+        if ta == Tr::N && tb == Tr::T {
+            // Rows of A and rows of B are both contiguous: one dot product each.
+            for i in 0..m {
+                let ai = &a[i * k..(i + 1) * k];
+                for j in 0..n {
+                    let s = dot(ai, &b[j * k..(j + 1) * k]);
+                    let cv = &mut c[i * n + j];
+                    *cv = alpha * s + if beta == F::zero() { F::zero() } else { beta * *cv };
+                }
+            }
+            return;
+        }
         let at = |i: usize, p: usize| match ta {
             Tr::N => a[i * k + p],
             Tr::T => a[p * m + i],
@@ -72,14 +85,6 @@ pub fn gemm<F: Float>(m: usize, k: usize, n: usize, alpha: F, a: &[F], ta: Tr, b
                 let cv = &mut c[i * n + j];
                 *cv = alpha * acc + if beta == F::zero() { F::zero() } else { beta * *cv };
             }
-        }
-        return;
-    }
-    if m == 1 && tb == Tr::T {
-        // c[j] = alpha * <a, row j of B> + beta * c[j]; B is stored [n, k], rows contiguous.
-        for (j, cj) in c[..n].iter_mut().enumerate() {
-            let s = dot(&a[..k], &b[j * k..(j + 1) * k]);
-            *cj = alpha * s + if beta == F::zero() { F::zero() } else { beta * *cj };
         }
         return;
     }
