@@ -19,6 +19,7 @@ pub mod cells;
 pub mod checkpoint;
 pub mod data;
 pub mod error;
+pub mod estimator;
 pub mod float;
 pub mod init;
 pub mod linalg;

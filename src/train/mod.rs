@@ -24,7 +24,7 @@ use crate::optim::{clip_grad_norm, clip_grad_value, grad_norm, Optimizer, Optimi
 use crate::CellKind;
 pub use config::TrainConfig;
 use rand::seq::SliceRandom;
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -493,6 +493,11 @@ fn train_inner(cfg: &TrainConfig, resume: bool, rep: &mut dyn Reporter) -> Resul
             cfg.train.memory_limit_mb
         ));
     }
+    let est_cfg = crate::estimator::EstimatorConfig {
+        method: if estimator == "tbptt" { crate::online::Estimator::Tbptt } else { online },
+        truncation: tr,
+        memory_limit: cfg.train.memory_limit_mb << 20,
+    };
     let mut grads = vec![0.0f32; model.num_params()];
     let mut epochs_run = 0;
     // Statistics since the last metrics line.
@@ -555,50 +560,28 @@ fn train_inner(cfg: &TrainConfig, resume: bool, rep: &mut dyn Reporter) -> Resul
                     }
                     let bb = make_batch(train, chunk);
                     let ntok: usize = bb.lengths.iter().sum();
-                    let mut losses = Vec::new();
-                    if online.is_online() {
-                        if bb.lengths.iter().any(|&l| l != bb.t) {
-                            return Err(config_err(
-                                "train.estimator",
-                                &cfg.train.estimator,
-                                "online estimators need equal-length sequences in a batch; use bptt or tbptt",
-                            ));
-                        }
-                        let x_tm = crate::model::swap_leading(&bb.x, bb.b, bb.t, model.cfg.rnn.input_size);
-                        let seed = rng.gen::<u64>();
-                        let (loss, mut g) = crate::online::sequence_gradient(
-                            &model,
-                            &x_tm,
-                            bb.t,
-                            bb.b,
-                            bb.targets(),
-                            online,
-                            seed,
-                            cfg.train.memory_limit_mb << 20,
-                        )?;
-                        apply(&mut model, &mut opt, &mut g, loss as f64, &mut gs, rep)?;
-                        losses.push(loss as f64);
-                    } else if estimator == "tbptt" {
-                        let stream = Stream::new(&model, &bb.batch(), bb.targets())?;
-                        let mut inner: Result<()> = Ok(());
-                        tbptt(&mut model, &stream, tr, None, Some(&mut rng), |m, g| {
-                            // The window's loss is not known here; NaN shows up in the gradient norm.
+                    let mut inner: Result<()> = Ok(());
+                    let losses = crate::estimator::train_batch(
+                        &mut model,
+                        &bb.batch(),
+                        bb.targets(),
+                        &est_cfg,
+                        &mut rng,
+                        &mut grads,
+                        |m, g, loss| {
+                            // An update that fails (NaN) ends the batch; the error is returned below.
                             if inner.is_ok() {
-                                if let Err(e) = apply(m, &mut opt, g, 0.0, &mut gs, rep) {
+                                if let Err(e) =
+                                    apply(m, &mut opt, g, if loss.is_nan() { 0.0 } else { loss }, &mut gs, rep)
+                                {
                                     inner = Err(e);
                                 }
                             }
-                            Ok(())
-                        })
-                        .map(|r| losses.extend(r.losses.iter().map(|&l| l as f64)))?;
-                        inner?;
-                    } else {
-                        grads.iter_mut().for_each(|g| *g = 0.0);
-                        let (loss, _) =
-                            model.loss_and_grad(&bb.batch(), bb.targets(), None, &mut grads, Some(&mut rng))?;
-                        apply(&mut model, &mut opt, &mut grads, loss as f64, &mut gs, rep)?;
-                        losses.push(loss as f64);
-                    }
+                            inner.clone()
+                        },
+                    );
+                    inner?;
+                    let losses = losses?;
                     let l = losses.iter().sum::<f64>() / losses.len().max(1) as f64;
                     loss_sum += l;
                     loss_n += 1;
