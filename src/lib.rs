@@ -18,6 +18,7 @@ pub mod bptt;
 pub mod cells;
 pub mod checkpoint;
 pub mod data;
+pub mod diagnose;
 pub mod error;
 pub mod estimator;
 pub mod float;

@@ -130,6 +130,8 @@ pub struct InputGrads<F> {
     pub dh0: Vec<F>,
     /// dL/dc0 [L*D, B, H] (LSTM).
     pub dc0: Vec<F>,
+    /// Mean ||dL/dh_t|| per (layer, direction) and step [L*D, T] (see `RnnInputGrads`).
+    pub dh_norms: Vec<f64>,
 }
 
 /// A model with its parameters in one flat buffer laid out by `table`.
@@ -501,7 +503,7 @@ impl<F: Float> Model<F> {
         } else {
             g.dx
         };
-        Ok(InputGrads { dx, dh0: g.dh0, dc0: g.dc0 })
+        Ok(InputGrads { dx, dh0: g.dh0, dc0: g.dc0, dh_norms: g.dh_norms })
     }
 
     /// Forward, loss and backward in one call; gradients are *added* to `grads`.

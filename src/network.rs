@@ -166,6 +166,11 @@ pub struct RnnInputGrads<F> {
     pub dh0: Vec<F>,
     /// dL/dc0 [L*D, B, H] (LSTM; empty otherwise).
     pub dc0: Vec<F>,
+    /// Mean over the sequences still running of ||dL/dh_t||, the whole
+    /// gradient reaching the hidden state of step t (from the outputs and
+    /// from later steps) [L*D, T], in time order: how far back the error
+    /// signal reaches.
+    pub dh_norms: Vec<f64>,
 }
 
 /// Checks per-sequence lengths: each must be in 1..=T.
@@ -467,6 +472,7 @@ fn backward_cell<F: Float, C: Cell<F>>(
     let mut dcs = vec![F::zero(); if C::HAS_C { b * h } else { 0 }];
     let mut dlayer: Vec<F> = dout.to_vec(); // dL/d(output of layer l) [T, B, D*H]
     let mut dx = Vec::new();
+    let mut dh_norms = vec![0.0f64; nl * nd * t_len];
     for l in (0..nl).rev() {
         let i_l = cfg.layer_input(l);
         let x_l = &cache.inputs[l];
@@ -490,6 +496,7 @@ fn backward_cell<F: Float, C: Cell<F>>(
             }
             for s in (0..t_len).rev() {
                 let t = time_of(d, s, t_len);
+                let (mut running, mut norm_sum) = (0usize, 0.0f64);
                 let act_s = &dcache.act[s * b * g..(s + 1) * b * g];
                 let gh_s = &dcache.gh[s * b * g..(s + 1) * b * g];
                 let h_prev = &dcache.h[s * b * h..(s + 1) * b * h];
@@ -505,6 +512,9 @@ fn backward_cell<F: Float, C: Cell<F>>(
                         for j in 0..h {
                             dh[r * h + j] += dlayer[o + j];
                         }
+                        let norm: f64 = dh[r * h..(r + 1) * h].iter().map(|v| v.to_f64().unwrap_or(f64::NAN).powi(2)).sum();
+                        running += 1;
+                        norm_sum += norm.sqrt();
                         let (cp, cc): (&[F], &[F]) = if C::HAS_C {
                             (
                                 &dcache.c[s * b * h + r * h..s * b * h + (r + 1) * h],
@@ -534,6 +544,7 @@ fn backward_cell<F: Float, C: Cell<F>>(
                         dhp[rh.clone()].copy_from_slice(&dh[rh]);
                     }
                 }
+                dh_norms[(l * nd + d) * t_len + t] = if running > 0 { norm_sum / running as f64 } else { 0.0 };
                 // gh = h_prev W_hhᵀ  =>  dh_prev += dgh W_hh   [B, G*H] x [G*H, H]
                 gemm(b, g, h, F::one(), dgh_s, Tr::N, w_hh, Tr::N, F::one(), &mut dhp);
                 std::mem::swap(&mut dh, &mut dhp);
@@ -569,5 +580,5 @@ fn backward_cell<F: Float, C: Cell<F>>(
             dx = dxl;
         }
     }
-    Ok(RnnInputGrads { dx, dh0, dc0 })
+    Ok(RnnInputGrads { dx, dh0, dc0, dh_norms })
 }
