@@ -32,6 +32,9 @@ enum Command {
     Generate(GenerateArgs),
     /// Loss curves from a metrics.jsonl file.
     Plot(PlotArgs),
+    /// Vanishing and exploding gradients: ||dL/dh_t|| per step and layer, spectral radius and
+    /// largest singular value of the recurrent weights, gate saturation; a table and a plot.
+    Diagnose(DiagnoseArgs),
     /// Time the shared benchmark configurations; one JSON line per measurement,
     /// with the fields of ../shared/bench/pytorch_peer.py.
     Bench(BenchArgs),
@@ -92,6 +95,26 @@ struct PlotArgs {
     /// Output image (.svg or .png).
     #[arg(long)]
     output: PathBuf,
+}
+
+#[derive(clap::Args, Debug)]
+struct DiagnoseArgs {
+    /// Checkpoint(s) to diagnose (repeat to compare models in one plot); without one, fresh models
+    /// are built from the training options below (one per --cells entry).
+    #[arg(long)]
+    checkpoint: Vec<PathBuf>,
+    /// Fresh models to compare (comma-separated cells) when no checkpoint is given [default: the --cell option]
+    #[arg(long, value_delimiter = ',')]
+    cells: Vec<String>,
+    /// Plot of ||dL/dh_t|| against t, log scale (.svg or .png).
+    #[arg(long, default_value = "diagnose.svg")]
+    output: PathBuf,
+    /// JSON report (optional).
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// The data and model options, as for `train` (the first validation batch is used).
+    #[command(flatten)]
+    train: cli_train::TrainArgs,
 }
 
 #[derive(clap::Args, Debug)]
@@ -284,6 +307,70 @@ fn run_train(a: &cli_train::TrainArgs) -> Result<()> {
     Ok(())
 }
 
+fn run_diagnose(a: &DiagnoseArgs) -> Result<()> {
+    use recurrent::diagnose::{diagnose, table};
+    use recurrent::plot::{line_chart, Series};
+    let mut cfg = match &a.train.config {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).map_err(|e| UserError(format!("{}: cannot read: {e}", p.display())))?;
+            TrainConfig::from_toml(&text, &p.display().to_string())?
+        }
+        None => TrainConfig::default(),
+    };
+    a.train.apply(&mut cfg);
+    cfg.validate()?;
+    let prep = train::task::prepare(&cfg)?;
+    let val = match &prep.data {
+        train::task::TaskData::Examples { val, .. } => val.clone(),
+        train::task::TaskData::Stream { val, .. } => {
+            return Err(UserError(format!("diagnose reads examples; task {} is a stream ({} tokens)", cfg.task, val.len())).into())
+        }
+    };
+    let n = cfg.train.batch.min(val.len());
+    let bb = train::make_batch(&val, &(0..n).collect::<Vec<_>>());
+    let mut models: Vec<(String, recurrent::Model<f32>)> = Vec::new();
+    for p in &a.checkpoint {
+        let (m, _) = checkpoint::load::<f32>(p)?;
+        models.push((p.display().to_string(), m));
+    }
+    if models.is_empty() {
+        let cells = if a.cells.is_empty() { vec![cfg.model.cell.clone()] } else { a.cells.clone() };
+        for c in cells {
+            let mut cc = cfg.clone();
+            cc.model.cell = c.clone();
+            cc.validate()?;
+            let mcfg = train::model_config(&cc, &prep)?;
+            let init = recurrent::InitConfig {
+                orthogonal_recurrent: cc.model.orthogonal,
+                xavier_input: cc.model.xavier,
+                forget_bias: cc.model.forget_bias,
+            };
+            use rand::SeedableRng;
+            let m = recurrent::Model::<f32>::new(mcfg, &init, &mut rand_chacha::ChaCha8Rng::seed_from_u64(cc.seed))?;
+            models.push((format!("{c} (fresh)"), m));
+        }
+    }
+    let mut series = Vec::new();
+    let mut reports = Vec::new();
+    for (name, m) in &models {
+        let d = diagnose(m, &bb.batch(), bb.targets())?;
+        println!("== {name}");
+        print!("{}", table(&d));
+        for l in &d.layers {
+            let label = if d.layers.len() > 1 { format!("{name} layer {}{}", l.layer, if l.direction == 1 { " reverse" } else { "" }) } else { name.clone() };
+            series.push(Series { name: label, points: l.grad_norms.iter().enumerate().map(|(t, v)| (t as f64, *v)).collect() });
+        }
+        reports.push(serde_json::json!({"model": name, "diagnosis": d}));
+    }
+    line_chart(&a.output, "Gradient reaching the hidden state at step t", "time step t", "mean ||dL/dh_t||", &series, true)?;
+    println!("plot: {}", a.output.display());
+    if let Some(j) = &a.json {
+        checkpoint::write_atomic(j, serde_json::to_string_pretty(&reports)?.as_bytes())?;
+        println!("json: {}", j.display());
+    }
+    Ok(())
+}
+
 fn run() -> Result<()> {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Train(cli_train::TrainArgs::default())) {
@@ -309,6 +396,7 @@ fn run() -> Result<()> {
             Ok(())
         }
         Command::Plot(a) => Ok(recurrent::plot::plot_metrics(&a.metrics, &a.output)?),
+        Command::Diagnose(a) => run_diagnose(&a),
         Command::Bench(a) => run_bench(&a),
     }
 }
