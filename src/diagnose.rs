@@ -105,8 +105,12 @@ pub fn diagnose<F: Float>(model: &Model<F>, batch: &Batch<F>, targets: Targets<F
         for d in 0..nd {
             let k = l * nd + d;
             let norms = g.dh_norms[k * t..(k + 1) * t].to_vec();
-            let whh: Vec<f64> =
-                model.table.view(&model.params, model.dirs[k].w_hh).iter().map(|v| v.to_f64().unwrap_or(f64::NAN)).collect();
+            let whh: Vec<f64> = model
+                .table
+                .view(&model.params, model.dirs[k].w_hh)
+                .iter()
+                .map(|v| v.to_f64().unwrap_or(f64::NAN))
+                .collect();
             let blocks: Vec<&[f64]> = (0..gates).map(|gi| &whh[gi * h * h..(gi + 1) * h * h]).collect();
             // Saturation per step, in time order, over the rows still running.
             let act = &cache.rnn.dirs[k].act;
@@ -157,7 +161,9 @@ fn saturated(cell: CellKind, gate: usize, a: f64) -> bool {
 /// A compact text table of a diagnosis.
 pub fn table(d: &Diagnosis) -> String {
     let mut s = format!("cell {}  loss {:.5}\n", d.cell, d.loss);
-    s.push_str("layer dir  |dL/dh_0|   |dL/dh_T-1|  ratio 0/T-1   gate  spectral radius  max singular  mean saturation\n");
+    s.push_str(
+        "layer dir  |dL/dh_0|   |dL/dh_T-1|  ratio 0/T-1   gate  spectral radius  max singular  mean saturation\n",
+    );
     let names = gate_names(CellKind::parse(&d.cell).unwrap_or(CellKind::RnnTanh));
     for l in &d.layers {
         let t = l.grad_norms.len();
@@ -166,8 +172,15 @@ pub fn table(d: &Diagnosis) -> String {
             if gi == 0 {
                 s.push_str(&format!(
                     "{:>5} {:>3}  {:>10.3e}  {:>11.3e}  {:>11.3e}  {:>5}  {:>15.4}  {:>12.4}  {:>15.3}\n",
-                    l.layer, l.direction, l.grad_norms[0], l.grad_norms[t - 1], l.ratio_first_last, name,
-                    l.spectral_radius[gi], l.max_singular[gi], mean_sat
+                    l.layer,
+                    l.direction,
+                    l.grad_norms[0],
+                    l.grad_norms[t - 1],
+                    l.ratio_first_last,
+                    name,
+                    l.spectral_radius[gi],
+                    l.max_singular[gi],
+                    mean_sat
                 ));
             } else {
                 s.push_str(&format!(

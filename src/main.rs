@@ -245,6 +245,9 @@ impl Reporter for Progress {
             "epoch {:>3} step {:>6}  train {:.5}  val {:.5}  {} {:.5}  lr {:.2e}  |g| {:.3} (max {:.3}, clipped {:.0}%)  {:.0} tok/s",
             m.epoch, m.step, m.train_loss, m.val_loss, m.metric, m.val_metric, m.lr, m.grad_norm, m.grad_norm_max, 100.0 * m.clip_fraction, m.tokens_per_s
         );
+        if !m.warnings.is_empty() {
+            println!("          {} warning(s) in this interval, first: {}", m.warnings.len(), m.warnings[0]);
+        }
     }
     fn info(&mut self, msg: &str) {
         println!("{msg}");
@@ -312,7 +315,8 @@ fn run_diagnose(a: &DiagnoseArgs) -> Result<()> {
     use recurrent::plot::{line_chart, Series};
     let mut cfg = match &a.train.config {
         Some(p) => {
-            let text = std::fs::read_to_string(p).map_err(|e| UserError(format!("{}: cannot read: {e}", p.display())))?;
+            let text =
+                std::fs::read_to_string(p).map_err(|e| UserError(format!("{}: cannot read: {e}", p.display())))?;
             TrainConfig::from_toml(&text, &p.display().to_string())?
         }
         None => TrainConfig::default(),
@@ -323,7 +327,12 @@ fn run_diagnose(a: &DiagnoseArgs) -> Result<()> {
     let val = match &prep.data {
         train::task::TaskData::Examples { val, .. } => val.clone(),
         train::task::TaskData::Stream { val, .. } => {
-            return Err(UserError(format!("diagnose reads examples; task {} is a stream ({} tokens)", cfg.task, val.len())).into())
+            return Err(UserError(format!(
+                "diagnose reads examples; task {} is a stream ({} tokens)",
+                cfg.task,
+                val.len()
+            ))
+            .into())
         }
     };
     let n = cfg.train.batch.min(val.len());
@@ -357,12 +366,26 @@ fn run_diagnose(a: &DiagnoseArgs) -> Result<()> {
         println!("== {name}");
         print!("{}", table(&d));
         for l in &d.layers {
-            let label = if d.layers.len() > 1 { format!("{name} layer {}{}", l.layer, if l.direction == 1 { " reverse" } else { "" }) } else { name.clone() };
-            series.push(Series { name: label, points: l.grad_norms.iter().enumerate().map(|(t, v)| (t as f64, *v)).collect() });
+            let label = if d.layers.len() > 1 {
+                format!("{name} layer {}{}", l.layer, if l.direction == 1 { " reverse" } else { "" })
+            } else {
+                name.clone()
+            };
+            series.push(Series {
+                name: label,
+                points: l.grad_norms.iter().enumerate().map(|(t, v)| (t as f64, *v)).collect(),
+            });
         }
         reports.push(serde_json::json!({"model": name, "diagnosis": d}));
     }
-    line_chart(&a.output, "Gradient reaching the hidden state at step t", "time step t", "mean ||dL/dh_t||", &series, true)?;
+    line_chart(
+        &a.output,
+        "Gradient reaching the hidden state at step t",
+        "time step t",
+        "mean ||dL/dh_t||",
+        &series,
+        true,
+    )?;
     println!("plot: {}", a.output.display());
     if let Some(j) = &a.json {
         checkpoint::write_atomic(j, serde_json::to_string_pretty(&reports)?.as_bytes())?;

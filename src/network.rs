@@ -512,7 +512,8 @@ fn backward_cell<F: Float, C: Cell<F>>(
                         for j in 0..h {
                             dh[r * h + j] += dlayer[o + j];
                         }
-                        let norm: f64 = dh[r * h..(r + 1) * h].iter().map(|v| v.to_f64().unwrap_or(f64::NAN).powi(2)).sum();
+                        let norm: f64 =
+                            dh[r * h..(r + 1) * h].iter().map(|v| v.to_f64().unwrap_or(f64::NAN).powi(2)).sum();
                         running += 1;
                         norm_sum += norm.sqrt();
                         let (cp, cc): (&[F], &[F]) = if C::HAS_C {

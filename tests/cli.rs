@@ -617,3 +617,59 @@ fn train_help_documents_every_option_with_its_default() {
     assert!(flags >= 50, "{flags}");
     assert_eq!(help.matches("[default: ").count(), flags, "each option documents its default");
 }
+
+fn metrics(dir: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn clipping_statistics_and_explosion_warnings_are_recorded() {
+    let d = tmp("clipstats");
+    let common = ["--task", "adding", "--length", "8", "--samples", "300", "--epochs", "2"];
+    for (clip, want) in [("1e-9", 1.0), ("1e9", 0.0), ("0", 0.0)] {
+        let out = d.join(format!("c{clip}"));
+        train(&[&common[..], &["--clip-norm", clip, "--out", out.to_str().unwrap()]].concat());
+        for m in metrics(&out) {
+            assert_eq!(m["clip_fraction"].as_f64().unwrap(), want, "clip {clip}: {m}");
+            assert!(m["grad_norm"].as_f64().unwrap() > 0.0);
+            assert!(m["grad_norm_max"].as_f64().unwrap() >= m["grad_norm"].as_f64().unwrap());
+        }
+    }
+    // A learning rate far too large makes an Elman network's gradients explode.
+    let out = d.join("explode");
+    let o = run(&[
+        &["train"][..],
+        &common[..],
+        &[
+            "--cell",
+            "rnn",
+            "--optimizer",
+            "sgd",
+            "--lr",
+            "50",
+            "--clip-norm",
+            "0",
+            "--on-nan",
+            "skip",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    ]
+    .concat());
+    let (so, se) = text(&o);
+    // Every validation loss is infinite, so no model is saved and the run says so.
+    assert!(!o.status.success(), "{so}{se}");
+    assert!(se.contains("no model was saved"), "{se}");
+    assert!(so.contains("warning(s) in this interval"), "{so}");
+    let warned: Vec<String> = metrics(&out)
+        .iter()
+        .flat_map(|m| m["warnings"].as_array().cloned().unwrap_or_default())
+        .map(|w| w.to_string())
+        .collect();
+    assert!(!warned.is_empty(), "no warning recorded:\n{so}");
+    assert!(se.contains("warning:"), "{se}");
+}

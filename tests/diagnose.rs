@@ -20,15 +20,29 @@ fn per_step_norms_equal_gradients_with_respect_to_the_states() {
         for s in 0..t - 1 {
             // Independently: run the prefix to get the state after step s, then the suffix from that
             // state; the suffix's gradient with respect to its initial state is dL/dh_s.
-            let pre = Batch { input: SeqInput::Dense(&x[..(s + 1) * b * i]), batch: b, seq_len: s + 1, batch_first: false, lengths: None };
+            let pre = Batch {
+                input: SeqInput::Dense(&x[..(s + 1) * b * i]),
+                batch: b,
+                seq_len: s + 1,
+                batch_first: false,
+                lengths: None,
+            };
             let (po, _) = model.forward::<Rng64>(&pre, None, None).unwrap();
-            let suf = Batch { input: SeqInput::Dense(&x[(s + 1) * b * i..]), batch: b, seq_len: t - s - 1, batch_first: false, lengths: None };
+            let suf = Batch {
+                input: SeqInput::Dense(&x[(s + 1) * b * i..]),
+                batch: b,
+                seq_len: t - s - 1,
+                batch_first: false,
+                lengths: None,
+            };
             let st = RnnState { h: po.state.h.clone(), c: po.state.c.clone() };
             let (so, sc) = model.forward::<Rng64>(&suf, Some(&st), None).unwrap();
             let (_, dy) = model.loss(&so.y, Targets::Real(&y), &sc).unwrap();
             let mut g = vec![0.0; model.num_params()];
             let ig = model.backward(&sc, &dy, None, &mut g, false).unwrap();
-            let want: f64 = (0..b).map(|r| ig.dh0[r * h..(r + 1) * h].iter().map(|v| v * v).sum::<f64>().sqrt()).sum::<f64>() / b as f64;
+            let want: f64 =
+                (0..b).map(|r| ig.dh0[r * h..(r + 1) * h].iter().map(|v| v * v).sum::<f64>().sqrt()).sum::<f64>()
+                    / b as f64;
             let got = d.layers[0].grad_norms[s];
             assert!(rel_err(got, want) < 1e-10, "{cell:?} step {s}: {got} vs {want}");
         }

@@ -241,6 +241,9 @@ pub struct MetricsLine {
     /// Fraction of steps whose gradient was clipped.
     pub clip_fraction: f64,
     pub tokens_per_s: f64,
+    /// Exploding gradients, skipped steps, non-finite validation since the last line.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// Where training stands: saved after every epoch for `--resume`.
@@ -511,6 +514,8 @@ fn train_inner(cfg: &TrainConfig, resume: bool, rep: &mut dyn Reporter) -> Resul
             TaskData::Stream { val, .. } => evaluate_stream(model, val, cfg.train.batch, cfg.train.k1),
         }
     };
+    // Watches the gradient norm for explosions and counts NaN skips; read into each metrics line.
+    let watch = std::cell::RefCell::new(Watch::default());
     // One optimizer update from the gradients in `g`; returns false when the step was skipped.
     let apply = |model: &mut Model<f32>,
                  opt: &mut Optimizer<f32>,
@@ -522,7 +527,9 @@ fn train_inner(cfg: &TrainConfig, resume: bool, rep: &mut dyn Reporter) -> Resul
         let norm = grad_norm(g);
         if !loss.is_finite() || !norm.is_finite() {
             if cfg.train.on_nan == "skip" {
-                rep.warn(&format!("step skipped: loss {loss}, gradient norm {norm}"));
+                let msg = format!("step skipped: loss {loss}, gradient norm {norm}");
+                rep.warn(&msg);
+                watch.borrow_mut().note(msg);
                 return Ok(false);
             }
             return Err(config_err("loss", loss, format!("is not finite (gradient norm {norm}); stopped, the last good checkpoint is kept (use --on-nan skip to skip such steps)")));
@@ -537,6 +544,9 @@ fn train_inner(cfg: &TrainConfig, resume: bool, rep: &mut dyn Reporter) -> Resul
         gs.0 += norm;
         gs.1 = gs.1.max(norm);
         gs.3 += 1;
+        if let Some(msg) = watch.borrow_mut().observe(norm) {
+            rep.warn(&msg);
+        }
         opt.step(&mut model.params, g)?;
         Ok(true)
     };
@@ -602,6 +612,7 @@ fn train_inner(cfg: &TrainConfig, resume: bool, rep: &mut dyn Reporter) -> Resul
                             (gsum, gmax, clipped, nsteps),
                             tokens,
                             t_last,
+                            watch.borrow_mut().take(),
                         );
                         append_line(&metrics_path, &line)?;
                         metrics_lines += 1;
@@ -645,6 +656,9 @@ fn train_inner(cfg: &TrainConfig, resume: bool, rep: &mut dyn Reporter) -> Resul
         }
         (gsum, gmax, clipped, nsteps) = (gsum + gs.0, gmax.max(gs.1), clipped + gs.2, nsteps + gs.3);
         last_val = evaluate_val(&model)?;
+        if !last_val.loss.is_finite() {
+            watch.borrow_mut().note(format!("validation loss is {}", last_val.loss));
+        }
         let line = metrics_line(
             step,
             epoch + 1,
@@ -655,16 +669,11 @@ fn train_inner(cfg: &TrainConfig, resume: bool, rep: &mut dyn Reporter) -> Resul
             (gsum, gmax, clipped, nsteps),
             tokens,
             t_last,
+            watch.borrow_mut().take(),
         );
         append_line(&metrics_path, &line)?;
         metrics_lines += 1;
         rep.line(&line);
-        if nsteps > 0 && gmax > 1e3 * (gsum / nsteps as f64).max(1e-12) {
-            rep.warn(&format!(
-                "gradient norm spiked to {gmax:.3e} (mean {:.3e}): exploding gradients; consider --clip-norm",
-                gsum / nsteps as f64
-            ));
-        }
         (loss_sum, loss_n, gsum, gmax, clipped, nsteps, tokens) = (0.0, 0, 0.0, 0.0, 0, 0, 0);
         t_last = Instant::now();
         sched.step(Some(last_val.loss));
@@ -706,7 +715,7 @@ fn train_inner(cfg: &TrainConfig, resume: bool, rep: &mut dyn Reporter) -> Resul
         }
     }
     if !best_path.exists() {
-        return Err(data_err(&best_path, None, "no epoch completed, so no model was saved"));
+        return Err(data_err(&best_path, None, "no epoch ended with a finite validation loss, so no model was saved"));
     }
     // Report on the best model.
     let (best, _) = checkpoint::load::<f32>(&best_path)?;
@@ -761,6 +770,7 @@ fn metrics_line(
     g: (f64, f64, usize, usize),
     tokens: usize,
     since: Instant,
+    warnings: Vec<String>,
 ) -> MetricsLine {
     let (gsum, gmax, clipped, n) = g;
     MetricsLine {
@@ -775,6 +785,45 @@ fn metrics_line(
         grad_norm_max: gmax,
         clip_fraction: clipped as f64 / n.max(1) as f64,
         tokens_per_s: tokens as f64 / since.elapsed().as_secs_f64().max(1e-9),
+        warnings,
+    }
+}
+
+/// Watches the gradient norm step by step: a norm 100 times its recent
+/// average (exponential, factor 0.9, after 5 steps) is an explosion worth a
+/// warning; warnings are kept for the next metrics line (at most 5 each).
+#[derive(Default)]
+struct Watch {
+    ema: Option<f64>,
+    seen: usize,
+    warnings: Vec<String>,
+}
+
+impl Watch {
+    fn observe(&mut self, norm: f64) -> Option<String> {
+        self.seen += 1;
+        let msg = match self.ema {
+            Some(avg) if self.seen > 5 && norm > 100.0 * avg.max(1e-12) => Some(format!(
+                "gradient norm {norm:.3e} is {:.0}x its recent average {avg:.3e}: exploding gradients (see --clip-norm)",
+                norm / avg.max(1e-12)
+            )),
+            _ => None,
+        };
+        self.ema = Some(self.ema.map_or(norm, |a| 0.9 * a + 0.1 * norm));
+        if let Some(m) = &msg {
+            self.note(m.clone());
+        }
+        msg
+    }
+
+    fn note(&mut self, msg: String) {
+        if self.warnings.len() < 5 {
+            self.warnings.push(msg);
+        }
+    }
+
+    fn take(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.warnings)
     }
 }
 
