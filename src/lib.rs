@@ -32,6 +32,7 @@ pub mod optim;
 pub mod params;
 pub mod plot;
 pub mod reference;
+pub mod reproduce;
 pub mod train;
 
 pub use cells::CellKind;

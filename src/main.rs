@@ -32,6 +32,8 @@ enum Command {
     Generate(GenerateArgs),
     /// Loss curves from a metrics.jsonl file.
     Plot(PlotArgs),
+    /// The classic long-range experiments: adding, copy, smnist, charlm, sunspots (results table + JSON).
+    Reproduce(ReproduceArgs),
     /// Vanishing and exploding gradients: ||dL/dh_t|| per step and layer, spectral radius and
     /// largest singular value of the recurrent weights, gate saturation; a table and a plot.
     Diagnose(DiagnoseArgs),
@@ -95,6 +97,21 @@ struct PlotArgs {
     /// Output image (.svg or .png).
     #[arg(long)]
     output: PathBuf,
+}
+
+#[derive(clap::Args, Debug)]
+struct ReproduceArgs {
+    /// adding | copy | smnist | charlm | sunspots
+    name: String,
+    /// Small settings (a smoke test: the loss falls) instead of the full ones.
+    #[arg(long)]
+    quick: bool,
+    /// Output folder (one subfolder per run, results.md and results.json).
+    #[arg(long, default_value = "runs/reproduce")]
+    out: PathBuf,
+    /// The shared data folder (MNIST, tiny-shakespeare, sunspots).
+    #[arg(long, default_value = "../shared/data")]
+    data: PathBuf,
 }
 
 #[derive(clap::Args, Debug)]
@@ -420,6 +437,28 @@ fn run() -> Result<()> {
         }
         Command::Plot(a) => Ok(recurrent::plot::plot_metrics(&a.metrics, &a.output)?),
         Command::Diagnose(a) => run_diagnose(&a),
+        Command::Reproduce(a) => {
+            use recurrent::reproduce;
+            let dir = reproduce::out_dir(&a.out, &a.name);
+            println!("{} ({} settings) -> {}", a.name, if a.quick { "quick" } else { "full" }, dir.display());
+            let results = reproduce::run(&a.name, a.quick, &dir, &a.data, |r| {
+                println!(
+                    "{:<22} {} {:.4} (first val loss {:.4} -> best {:.4}) {:.1} s{}",
+                    r.variant,
+                    r.metric,
+                    r.val,
+                    r.first_val_loss,
+                    r.best_val_loss,
+                    r.wall_s,
+                    r.success.map_or("", |s| if s { "  success" } else { "  no success" })
+                )
+            })?;
+            let md = reproduce::markdown(&results);
+            checkpoint::write_atomic(&dir.join("results.md"), md.as_bytes())?;
+            checkpoint::write_atomic(&dir.join("results.json"), serde_json::to_string_pretty(&results)?.as_bytes())?;
+            print!("{md}");
+            Ok(())
+        }
         Command::Bench(a) => run_bench(&a),
     }
 }
