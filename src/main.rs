@@ -50,7 +50,7 @@ struct EvalArgs {
     /// Data file to evaluate on (same format as in training).
     #[arg(long)]
     data: PathBuf,
-    /// Batch size [default: 64]
+    /// Batch size.
     #[arg(long, default_value_t = 64)]
     batch: usize,
 }

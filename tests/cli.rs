@@ -345,6 +345,35 @@ fn character_language_model_learns_and_generates() {
     assert!(g1.status.success(), "{:?}", text(&g1));
     assert_eq!(g1.stdout, g2.stdout, "same seed, same text");
     assert!(String::from_utf8_lossy(&g1.stdout).starts_with("the "));
+    // A step budget and mid-epoch validation also apply to streams.
+    let o2 = d.join("budget");
+    let o = run(&[
+        "train",
+        "--task",
+        "charlm",
+        "--data",
+        f.to_str().unwrap(),
+        "--batch",
+        "8",
+        "--k1",
+        "10",
+        "--k2",
+        "10",
+        "--max-steps",
+        "12",
+        "--val-every",
+        "5",
+        "--out",
+        o2.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(o2.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let steps: Vec<u64> = lines.iter().map(|m| m["step"].as_u64().unwrap()).collect();
+    assert_eq!(steps, vec![5, 10, 12]);
 }
 
 #[test]

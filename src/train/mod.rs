@@ -14,7 +14,7 @@ pub mod config;
 pub mod task;
 pub mod usage;
 
-use crate::bptt::{tbptt, Stream, Truncation};
+use crate::bptt::{Stream, Truncation};
 use crate::checkpoint::{self, write_atomic};
 use crate::error::{config_err, data_err, Error, Result};
 use crate::loss::{loss_forward_backward, Targets, IGNORE_INDEX};
@@ -551,6 +551,31 @@ fn train_inner(cfg: &TrainConfig, resume: bool, rep: &mut dyn Reporter) -> Resul
         Ok(true)
     };
     let mut last_val = Evaluation { loss: f64::NAN, metric: f64::NAN };
+    // A validation and a metrics line in the middle of an epoch (--val-every).
+    macro_rules! mid_epoch_validation {
+        ($gs:ident, $epoch:ident) => {
+            last_val = evaluate_val(&model)?;
+            (gsum, gmax, clipped, nsteps) = (gsum + $gs.0, gmax.max($gs.1), clipped + $gs.2, nsteps + $gs.3);
+            $gs = (0.0, 0.0, 0, 0);
+            let line = metrics_line(
+                step,
+                $epoch + 1,
+                loss_sum / loss_n.max(1) as f64,
+                last_val,
+                &metric,
+                opt.lr,
+                (gsum, gmax, clipped, nsteps),
+                tokens,
+                t_last,
+                watch.borrow_mut().take(),
+            );
+            append_line(&metrics_path, &line)?;
+            metrics_lines += 1;
+            rep.line(&line);
+            (loss_sum, loss_n, gsum, gmax, clipped, nsteps, tokens) = (0.0, 0, 0.0, 0.0, 0, 0, 0);
+            t_last = Instant::now();
+        };
+    }
     for epoch in epoch0..cfg.train.epochs {
         if step >= budget {
             break;
@@ -599,59 +624,37 @@ fn train_inner(cfg: &TrainConfig, resume: bool, rep: &mut dyn Reporter) -> Resul
                     step += 1;
                     rep.step(l, tokens as f64 / t_last.elapsed().as_secs_f64().max(1e-9));
                     if cfg.train.val_every > 0 && step % cfg.train.val_every as u64 == 0 {
-                        last_val = evaluate_val(&model)?;
-                        (gsum, gmax, clipped, nsteps) = (gsum + gs.0, gmax.max(gs.1), clipped + gs.2, nsteps + gs.3);
-                        gs = (0.0, 0.0, 0, 0);
-                        let line = metrics_line(
-                            step,
-                            epoch + 1,
-                            loss_sum / loss_n.max(1) as f64,
-                            last_val,
-                            &metric,
-                            opt.lr,
-                            (gsum, gmax, clipped, nsteps),
-                            tokens,
-                            t_last,
-                            watch.borrow_mut().take(),
-                        );
-                        append_line(&metrics_path, &line)?;
-                        metrics_lines += 1;
-                        rep.line(&line);
-                        (loss_sum, loss_n, gsum, gmax, clipped, nsteps, tokens) = (0.0, 0, 0.0, 0.0, 0, 0, 0);
-                        t_last = Instant::now();
+                        mid_epoch_validation!(gs, epoch);
                     }
                 }
             }
             TaskData::Stream { train, .. } => {
                 let bb = stream_batch(train, cfg.train.batch)?;
                 let stream = Stream::new(&model, &bb.batch(), bb.targets())?;
-                let nw = crate::bptt::windows(stream.seq_len(), tr).len() as u64;
-                rep.epoch_start(epoch + 1, cfg.train.epochs, nw.min(budget - step));
-                // Each window is one optimizer step; the budget stops the stream part way.
-                let mut inner: Result<()> = Ok(());
-                let mut done = 0u64;
-                let t0 = Instant::now();
-                let r = tbptt(&mut model, &stream, tr, None, Some(&mut rng), |m, g| {
-                    if inner.is_ok() && step + done < budget {
-                        match apply(m, &mut opt, g, 0.0, &mut gs, rep) {
-                            Ok(_) => {
-                                done += 1;
-                                rep.step(
-                                    f64::NAN,
-                                    (done as usize * tr.k1 * bb.b) as f64 / t0.elapsed().as_secs_f64().max(1e-9),
-                                );
-                            }
-                            Err(e) => inner = Err(e),
-                        }
+                let ws = crate::bptt::windows(stream.seq_len(), tr);
+                rep.epoch_start(epoch + 1, cfg.train.epochs, (ws.len() as u64).min(budget - step));
+                // Truncated BPTT over the parallel streams, one optimizer step per window; the
+                // state is carried (detached) from window to window, as `bptt::tbptt` does.
+                let init = model.zero_state(bb.b);
+                let mut state = init.clone();
+                for (k, &w) in ws.iter().enumerate() {
+                    if step >= budget {
+                        break;
                     }
-                    Ok(())
-                })?;
-                inner?;
-                let n = (done as usize).min(r.losses.len());
-                loss_sum += r.losses[..n].iter().map(|&l| l as f64).sum::<f64>();
-                loss_n += n;
-                tokens += n * tr.k1 * bb.b;
-                step += done;
+                    grads.iter_mut().for_each(|g| *g = 0.0);
+                    let r = stream.window(&model, w, Some(&state), Some(&mut grads), Some(&mut rng))?;
+                    let next = ws.get(k + 1).map_or(w.end, |n| n.start);
+                    state = stream.state_at(&model, w, &r.cache, next, &init);
+                    apply(&mut model, &mut opt, &mut grads, r.loss as f64, &mut gs, rep)?;
+                    loss_sum += r.loss as f64;
+                    loss_n += 1;
+                    tokens += (w.end - w.score_from) * bb.b;
+                    step += 1;
+                    rep.step(r.loss as f64, tokens as f64 / t_last.elapsed().as_secs_f64().max(1e-9));
+                    if cfg.train.val_every > 0 && step % cfg.train.val_every as u64 == 0 {
+                        mid_epoch_validation!(gs, epoch);
+                    }
+                }
             }
         }
         (gsum, gmax, clipped, nsteps) = (gsum + gs.0, gmax.max(gs.1), clipped + gs.2, nsteps + gs.3);
