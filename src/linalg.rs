@@ -52,6 +52,22 @@ pub fn gemm<F: Float>(m: usize, k: usize, n: usize, alpha: F, a: &[F], ta: Tr, b
         }
         return;
     }
+    if m == 1 && tb == Tr::N && k * n > SMALL_WORK {
+        // A row times a matrix stored as is: c += a[p] * (row p of B), rows contiguous.
+        // (m = 1: A's one row is contiguous whether or not it is transposed.)
+        if beta == F::zero() {
+            c[..n].iter_mut().for_each(|v| *v = F::zero());
+        } else if beta != F::one() {
+            c[..n].iter_mut().for_each(|v| *v *= beta);
+        }
+        for (p, &ap) in a[..k].iter().enumerate() {
+            let w = alpha * ap;
+            if w != F::zero() {
+                axpy(w, &b[p * n..(p + 1) * n], &mut c[..n]);
+            }
+        }
+        return;
+    }
     if m * n * k <= SMALL_WORK || (m == 1 && tb == Tr::T) {
         // Tiny products (streaming, heads of width 1) and row-times-matrixᵀ
         // (streaming at batch 1): matrixmultiply's packing costs more than
@@ -152,6 +168,29 @@ pub fn dot<F: Float>(x: &[F], y: &[F]) -> F {
         }
     }
     dot_portable(x, y)
+}
+
+/// y += a x, compiled for AVX2 and FMA when the CPU has them.
+#[inline]
+pub fn axpy<F: Float>(a: F, x: &[F], y: &mut [F]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU supports the features this function is compiled for.
+            return unsafe { axpy_avx2_fma(a, x, y) };
+        }
+    }
+    for (v, xv) in y.iter_mut().zip(x) {
+        *v += a * *xv;
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn axpy_avx2_fma<F: Float>(a: F, x: &[F], y: &mut [F]) {
+    for (v, xv) in y.iter_mut().zip(x) {
+        *v = a.mul_add(*xv, *v);
+    }
 }
 
 /// Sixteen independent accumulators, so additions do not wait on each other
