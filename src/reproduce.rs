@@ -103,7 +103,7 @@ pub fn plan(name: &str, quick: bool, out: &Path, data: &Path) -> Result<Vec<(Str
                 c.data.path = Some(dir.clone());
                 c.data.limit = if quick { 600 } else { 0 };
                 c.data.val_fraction = if quick { 0.2 } else { 0.1 };
-                c.train.epochs = if quick { 1 } else { 5 };
+                c.train.epochs = if quick { 2 } else { 5 };
                 c.train.batch = if quick { 32 } else { 128 };
                 c.train.lr = 2e-3;
                 runs.push((v, c));
@@ -128,7 +128,8 @@ pub fn plan(name: &str, quick: bool, out: &Path, data: &Path) -> Result<Vec<(Str
                 c.data.val_fraction = 0.1;
                 c.data.test_fraction = 0.0;
                 c.train.epochs = if quick { 1 } else { 3 };
-                c.train.max_steps = if quick { 30 } else { 0 };
+                c.train.max_steps = if quick { 40 } else { 0 };
+                c.train.val_every = if quick { 10 } else { 0 };
                 c.train.batch = 32;
                 c.train.k1 = if quick { 25 } else { 100 };
                 c.train.k2 = c.train.k1;
