@@ -343,15 +343,11 @@ fn forecast(
             metric: "rmse",
         },
         meta: TaskMeta {
-            task: cfg.task.clone(),
-            data: d.clone(),
             input_columns: inputs.iter().map(|&c| names[c].clone()).collect(),
             target_columns: targets.iter().map(|&c| names[c].clone()).collect(),
             input_norm: Some(fit_in),
             target_norm: Some(fit_out),
-            classes: Vec::new(),
-            vocab: None,
-            channel_norm: None,
+            ..empty_meta(cfg)
         },
         baseline,
     })
@@ -433,17 +429,7 @@ fn sequences(
             loss: LossKind::CrossEntropy,
             metric: "accuracy",
         },
-        meta: TaskMeta {
-            task: cfg.task.clone(),
-            data: cfg.data.clone(),
-            input_columns: Vec::new(),
-            target_columns: Vec::new(),
-            input_norm: None,
-            target_norm: None,
-            classes,
-            vocab: None,
-            channel_norm: Some(norm),
-        },
+        meta: TaskMeta { classes, channel_norm: Some(norm), ..empty_meta(cfg) },
         baseline: Some(("majority class (train)".into(), majority)),
     })
 }
@@ -504,17 +490,7 @@ fn mnist(cfg: &TrainConfig, dir: &Path) -> Result<Prepared> {
             loss: LossKind::CrossEntropy,
             metric: "accuracy",
         },
-        meta: TaskMeta {
-            task: cfg.task.clone(),
-            data: cfg.data.clone(),
-            input_columns: Vec::new(),
-            target_columns: Vec::new(),
-            input_norm: None,
-            target_norm: None,
-            classes: (0..10).map(|d| d.to_string()).collect(),
-            vocab: None,
-            channel_norm: None,
-        },
+        meta: TaskMeta { classes: (0..10).map(|d| d.to_string()).collect(), ..empty_meta(cfg) },
         baseline: Some(("chance".into(), 0.1)),
     })
 }
@@ -566,17 +542,7 @@ fn tokens(cfg: &TrainConfig, path: &Path, rng: &mut rand_chacha::ChaCha8Rng) -> 
             loss: LossKind::CrossEntropy,
             metric: "accuracy",
         },
-        meta: TaskMeta {
-            task: cfg.task.clone(),
-            data: cfg.data.clone(),
-            input_columns: Vec::new(),
-            target_columns: Vec::new(),
-            input_norm: None,
-            target_norm: None,
-            classes,
-            vocab: Some(vocab),
-            channel_norm: None,
-        },
+        meta: TaskMeta { classes, vocab: Some(vocab), ..empty_meta(cfg) },
         baseline: Some(("majority class (train)".into(), majority)),
     })
 }
@@ -617,17 +583,7 @@ fn charlm(cfg: &TrainConfig, path: &Path) -> Result<Prepared> {
             loss: LossKind::CrossEntropy,
             metric: "bpc",
         },
-        meta: TaskMeta {
-            task: cfg.task.clone(),
-            data: cfg.data.clone(),
-            input_columns: Vec::new(),
-            target_columns: Vec::new(),
-            input_norm: None,
-            target_norm: None,
-            classes: Vec::new(),
-            vocab: Some(vocab),
-            channel_norm: None,
-        },
+        meta: TaskMeta { vocab: Some(vocab), ..empty_meta(cfg) },
         baseline: Some(("uniform over the vocabulary (bits/char)".into(), (v as f64).log2())),
     })
 }
