@@ -162,6 +162,9 @@ pub struct TrainArgs {
     /// Early stopping patience in epochs, 0 = off [default: 0]
     #[arg(long, help_heading = "Training")]
     pub patience: Option<usize>,
+    /// Stop once the validation metric reaches this value (<= for errors, >= for accuracy) [default: none]
+    #[arg(long, help_heading = "Training")]
+    pub stop_at: Option<f64>,
     /// bptt | tbptt | rtrl | uoro | snap1 | snap2 (charlm uses tbptt for bptt; the online ones update once per batch of sequences and need real-valued inputs) [default: bptt]
     #[arg(long, help_heading = "Training")]
     pub estimator: Option<String>,
@@ -259,6 +262,9 @@ impl TrainArgs {
         set!(t.gamma, self.gamma);
         set!(t.warmup, self.warmup);
         set!(t.patience, self.patience);
+        if self.stop_at.is_some() {
+            t.stop_at = self.stop_at;
+        }
         set!(t.estimator, self.estimator);
         set!(t.memory_limit_mb, self.memory_limit_mb);
         set!(t.k1, self.k1);

@@ -112,6 +112,9 @@ struct ReproduceArgs {
     /// The shared data folder (MNIST, tiny-shakespeare, sunspots).
     #[arg(long, default_value = "../shared/data")]
     data: PathBuf,
+    /// Only the variants whose name contains one of these (comma-separated), e.g. "T=50,T=100".
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -441,7 +444,7 @@ fn run() -> Result<()> {
             use recurrent::reproduce;
             let dir = reproduce::out_dir(&a.out, &a.name);
             println!("{} ({} settings) -> {}", a.name, if a.quick { "quick" } else { "full" }, dir.display());
-            let results = reproduce::run(&a.name, a.quick, &dir, &a.data, |r| {
+            let results = reproduce::run(&a.name, a.quick, &a.only, &dir, &a.data, |r| {
                 println!(
                     "{:<22} {} {:.4} (first val loss {:.4} -> best {:.4}) {:.1} s{}",
                     r.variant,

@@ -15,7 +15,7 @@ fn quick_suites_run_and_their_losses_fall() {
             eprintln!("skipping {name}: {} is absent", data.display());
             continue;
         }
-        let results = run(name, true, &out.join(name), &data, |_| {}).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let results = run(name, true, &[], &out.join(name), &data, |_| {}).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert!(!results.is_empty(), "{name}");
         for r in &results {
             assert!(

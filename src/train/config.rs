@@ -118,6 +118,9 @@ pub struct TrainSection {
     pub warmup: usize,
     /// Early stopping: epochs without validation improvement (0: off).
     pub patience: usize,
+    /// Stop once the validation metric reaches this value (at most for losses and errors,
+    /// at least for accuracy); None: train all epochs.
+    pub stop_at: Option<f64>,
     /// Gradient estimator: bptt, tbptt, rtrl, uoro, snap1, snap2.
     pub estimator: String,
     /// Memory limit of the online estimators' influence matrices, in MiB.
@@ -209,6 +212,7 @@ impl Default for TrainSection {
             gamma: 0.5,
             warmup: 2,
             patience: 0,
+            stop_at: None,
             estimator: "bptt".into(),
             memory_limit_mb: 2048,
             k1: 50,

@@ -687,7 +687,14 @@ fn train_inner(cfg: &TrainConfig, resume: bool, rep: &mut dyn Reporter) -> Resul
         } else {
             bad += 1;
         }
-        let stopped_early = cfg.train.patience > 0 && bad >= cfg.train.patience;
+        let reached = cfg.train.stop_at.is_some_and(|goal| {
+            if metric == "accuracy" {
+                last_val.metric >= goal
+            } else {
+                last_val.metric <= goal
+            }
+        });
+        let stopped_early = (cfg.train.patience > 0 && bad >= cfg.train.patience) || reached;
         // Save where training stands (model, optimizer, schedule, RNG) for --resume.
         checkpoint::save(&last_path, &model, task_json(&prep.meta))?;
         let slots: Vec<(String, Vec<usize>, Vec<u8>)> = opt
@@ -712,6 +719,14 @@ fn train_inner(cfg: &TrainConfig, resume: bool, rep: &mut dyn Reporter) -> Resul
             stopped_early,
         };
         write_json(&state_path, &st)?;
+        if reached {
+            rep.info(&format!(
+                "stop: validation {metric} {:.5} reached the goal {}",
+                last_val.metric,
+                cfg.train.stop_at.unwrap_or(f64::NAN)
+            ));
+            break;
+        }
         if stopped_early {
             rep.warn(&format!("early stop: no validation improvement for {bad} epochs"));
             break;
