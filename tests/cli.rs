@@ -702,3 +702,15 @@ fn clipping_statistics_and_explosion_warnings_are_recorded() {
     assert!(!warned.is_empty(), "no warning recorded:\n{so}");
     assert!(se.contains("warning:"), "{se}");
 }
+
+#[test]
+fn training_stops_once_the_goal_is_reached() {
+    let d = tmp("stopat");
+    let out = d.join("r");
+    let o = run(&["train", "--task", "adding", "--length", "6", "--samples", "300", "--epochs", "20", "--stop-at", "0.5", "--out", out.to_str().unwrap()]);
+    let (so, se) = text(&o);
+    assert!(o.status.success(), "{so}{se}");
+    assert!(so.contains("reached the goal"), "{so}");
+    // The first epoch already has an MSE below 0.5 (always answering the mean gives about 0.17).
+    assert_eq!(metrics(&out).len(), 1);
+}
