@@ -12,6 +12,33 @@
 //! - `linalg`: the one module that calls the GEMM crate (with a naive twin);
 //! - `reference`: plain, slow implementations the fast paths are tested against;
 //! - `bench`: the benchmark configurations shared with the PyTorch peer.
+//!
+//! A forward and backward pass, and one Adam step:
+//!
+//! ```
+//! use rand::SeedableRng;
+//! use recurrent::optim::{Optimizer, OptimizerKind};
+//! use recurrent::{Batch, CellKind, HeadKind, InitConfig, LossKind, Model, ModelConfig, RnnConfig, SeqInput, Targets};
+//!
+//! let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+//! let cfg = ModelConfig {
+//!     rnn: RnnConfig::new(CellKind::Lstm, 3, 8),
+//!     vocab: None,
+//!     head: HeadKind::Last,
+//!     out_size: 1,
+//!     loss: LossKind::Mse,
+//! };
+//! let mut model = Model::<f32>::new(cfg, &InitConfig::default(), &mut rng).unwrap();
+//! let (b, t) = (2, 5);
+//! let x = vec![0.1f32; b * t * 3]; // [B, T, I]
+//! let y = vec![0.5f32; b]; // [B, O]
+//! let batch = Batch { input: SeqInput::Dense(&x), batch: b, seq_len: t, batch_first: true, lengths: Some(&[5, 3]) };
+//! let mut grads = vec![0.0f32; model.num_params()];
+//! let (loss, out) = model.loss_and_grad(&batch, Targets::Real(&y), None, &mut grads, Some(&mut rng)).unwrap();
+//! assert!(loss.is_finite() && out.y.len() == b);
+//! let mut opt = Optimizer::new(OptimizerKind::default_for("adam", 1e-3).unwrap(), model.num_params()).unwrap();
+//! opt.step(&mut model.params, &grads).unwrap();
+//! ```
 
 pub mod bench;
 pub mod bptt;
