@@ -707,7 +707,21 @@ fn clipping_statistics_and_explosion_warnings_are_recorded() {
 fn training_stops_once_the_goal_is_reached() {
     let d = tmp("stopat");
     let out = d.join("r");
-    let o = run(&["train", "--task", "adding", "--length", "6", "--samples", "300", "--epochs", "20", "--stop-at", "0.5", "--out", out.to_str().unwrap()]);
+    let o = run(&[
+        "train",
+        "--task",
+        "adding",
+        "--length",
+        "6",
+        "--samples",
+        "300",
+        "--epochs",
+        "20",
+        "--stop-at",
+        "0.5",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     let (so, se) = text(&o);
     assert!(o.status.success(), "{so}{se}");
     assert!(so.contains("reached the goal"), "{so}");

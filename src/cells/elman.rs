@@ -18,7 +18,7 @@ impl<F: Float> Cell<F> for Elman {
     fn step_forward(&self, gx: &[F], gh: &[F], _h_prev: &[F], _c_prev: &[F], act: &mut [F], h: &mut [F], _c: &mut [F]) {
         for j in 0..h.len() {
             let pre = gx[j] + gh[j];
-            let v = if self.relu { pre.max(F::zero()) } else { pre.tanh() };
+            let v = if self.relu { pre.max(F::zero()) } else { pre.act_tanh() };
             act[j] = v;
             h[j] = v;
         }

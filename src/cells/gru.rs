@@ -39,7 +39,7 @@ impl<F: Float> Cell<F> for Gru {
         for j in 0..m {
             let r = (gx[or + j] + gh[or + j]).sigmoid();
             let z = (gx[oz + j] + gh[oz + j]).sigmoid();
-            let n = (gx[on + j] + r * gh[on + j]).tanh();
+            let n = (gx[on + j] + r * gh[on + j]).act_tanh();
             act[or + j] = r;
             act[oz + j] = z;
             act[on + j] = n;

@@ -38,7 +38,7 @@ impl<F: Float> Cell<F> for Lstm {
         for j in 0..n {
             let i = (gx[oi + j] + gh[oi + j]).sigmoid();
             let f = (gx[of + j] + gh[of + j]).sigmoid();
-            let g = (gx[og + j] + gh[og + j]).tanh();
+            let g = (gx[og + j] + gh[og + j]).act_tanh();
             let o = (gx[oo + j] + gh[oo + j]).sigmoid();
             act[oi + j] = i;
             act[of + j] = f;
@@ -46,7 +46,7 @@ impl<F: Float> Cell<F> for Lstm {
             act[oo + j] = o;
             let cn = f * c_prev[j] + i * g;
             c[j] = cn;
-            h[j] = o * cn.tanh();
+            h[j] = o * cn.act_tanh();
         }
     }
 
@@ -70,7 +70,7 @@ impl<F: Float> Cell<F> for Lstm {
             (LstmGate::I.offset(n), LstmGate::F.offset(n), LstmGate::G.offset(n), LstmGate::O.offset(n));
         for j in 0..n {
             let (i, f, g, o) = (act[oi + j], act[of + j], act[og + j], act[oo + j]);
-            let tc = c[j].tanh();
+            let tc = c[j].act_tanh();
             // h' = o * tanh(c')
             let do_ = dh[j] * tc;
             let dct = dc[j] + dh[j] * o * (F::one() - tc * tc);
@@ -114,7 +114,7 @@ impl<F: Float> Cell<F> for Lstm {
             (LstmGate::I.offset(n), LstmGate::F.offset(n), LstmGate::G.offset(n), LstmGate::O.offset(n));
         for j in 0..n {
             let (i, f, g, o) = (act[oi + j], act[of + j], act[og + j], act[oo + j]);
-            let tc = c[j].tanh();
+            let tc = c[j].act_tanh();
             let dtc = o * (F::one() - tc * tc); // dh/dc
                                                 // c = f c_prev + i g, with i = σ(pre_i), f = σ(pre_f), g = tanh(pre_g)
             let dc = [g * i * (F::one() - i), c_prev[j] * f * (F::one() - f), i * (F::one() - g * g), F::zero()];
