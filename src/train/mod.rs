@@ -550,7 +550,7 @@ fn train_inner(cfg: &TrainConfig, resume: bool, rep: &mut dyn Reporter) -> Resul
         opt.step(&mut model.params, g)?;
         Ok(true)
     };
-    let mut last_val = Evaluation { loss: f64::NAN, metric: f64::NAN };
+    let mut last_val: Evaluation;
     // A validation and a metrics line in the middle of an epoch (--val-every).
     macro_rules! mid_epoch_validation {
         ($gs:ident, $epoch:ident) => {
@@ -749,7 +749,6 @@ fn train_inner(cfg: &TrainConfig, resume: bool, rep: &mut dyn Reporter) -> Resul
                 .transpose()?,
         ),
     };
-    let _ = last_val;
     let mut plots = Vec::new();
     let loss_plot = out.join("loss.svg");
     crate::plot::plot_metrics(&metrics_path, &loss_plot)?;

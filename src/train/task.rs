@@ -8,7 +8,7 @@
 use super::config::TrainConfig;
 use crate::data::{self, CsvOptions, TokenSplit, Vocab};
 use crate::error::{config_err, data_err, Result};
-use crate::loss::{LossKind, IGNORE_INDEX};
+use crate::loss::LossKind;
 use crate::model::HeadKind;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -642,7 +642,6 @@ fn copy(cfg: &TrainConfig, rng: &mut rand_chacha::ChaCha8Rng) -> Result<Prepared
     };
     let (ntr, nv, _) = split_counts(n, cfg.data.val_fraction, cfg.data.test_fraction, "data.samples")?;
     let all: Vec<usize> = (0..n).collect();
-    let _ = IGNORE_INDEX;
     Ok(Prepared {
         data: TaskData::Examples {
             train: ex.select(&all[..ntr]),
