@@ -320,7 +320,8 @@ fn run_train(a: &cli_train::TrainArgs) -> Result<()> {
         println!("            validation loss {:.4} nats/char = {:.4} bits/char", s.best_val.loss, s.best_val.metric);
     }
     if let Some(t) = s.test {
-        println!("            test {} {:.5}", s.metric, t.metric);
+        let tb = s.test_baseline.as_ref().map_or(String::new(), |(what, v)| format!("  ({what}: {v:.5})"));
+        println!("            test {} {:.5}{tb}", s.metric, t.metric);
     }
     println!("checkpoint: {}", s.out_dir.join("model.safetensors").display());
     println!("metrics:    {}", s.out_dir.join("metrics.jsonl").display());

@@ -74,6 +74,11 @@ fn the_default_run_beats_the_naive_baseline_and_writes_its_files() {
     let d = tmp("default");
     let out = d.join("run");
     learns("mackey-glass", &["--out", out.to_str().unwrap(), "--epochs", "6"]);
+    // The test metric is printed next to the same baseline computed on the test part.
+    let o = run(&["train", "--out", d.join("again").to_str().unwrap(), "--epochs", "2"]);
+    let so = text(&o).0;
+    let test_line = so.lines().find(|l| l.trim_start().starts_with("test rmse")).unwrap_or_else(|| panic!("{so}"));
+    assert!(test_line.contains("(naive last value: "), "{test_line}");
     for f in ["model.safetensors", "metrics.jsonl", "loss.svg", "forecast.svg", "config.toml", "train_state.json"] {
         assert!(out.join(f).exists(), "{f} missing");
     }

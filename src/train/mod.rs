@@ -274,6 +274,8 @@ pub struct Summary {
     pub test: Option<Evaluation>,
     pub metric: String,
     pub baseline: Option<(String, f64)>,
+    /// The same baseline on the test part.
+    pub test_baseline: Option<(String, f64)>,
     pub epochs_run: usize,
     pub steps: u64,
     pub plots: Vec<PathBuf>,
@@ -770,6 +772,7 @@ fn train_inner(cfg: &TrainConfig, resume: bool, rep: &mut dyn Reporter) -> Resul
         test,
         metric,
         baseline: prep.baseline,
+        test_baseline: prep.test_baseline,
         epochs_run,
         steps: step,
         plots,

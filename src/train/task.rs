@@ -165,6 +165,8 @@ pub struct Prepared {
     pub meta: TaskMeta,
     /// A naive baseline's validation metric, with its description.
     pub baseline: Option<(String, f64)>,
+    /// The same baseline on the test part.
+    pub test_baseline: Option<(String, f64)>,
 }
 
 fn need_path(cfg: &TrainConfig) -> Result<&Path> {
@@ -315,21 +317,24 @@ fn forecast(
             format!("the validation part ({nv} rows) is shorter than window {w} + horizon {h}"),
         ));
     }
-    // Naive baseline: the last observed value of each target, for every step ahead (RMSE in data units).
-    let (mut se, mut cnt) = (0.0, 0usize);
-    let (lo, hi) = bounds[1];
-    let mut s = lo;
-    while s + w + h <= hi {
-        for t in s + w..s + w + h {
-            for &c in &targets {
-                let e = columns[c][t] - columns[c][s + w - 1];
-                se += e * e;
-                cnt += 1;
+    // Naive baseline: the last observed value of each target, for every step ahead (RMSE in data units),
+    // over the same windows as the model's in a part of the series.
+    let naive = |(lo, hi): (usize, usize)| {
+        let (mut se, mut cnt) = (0.0, 0usize);
+        let mut s = lo;
+        while s + w + h <= hi {
+            for t in s + w..s + w + h {
+                for &c in &targets {
+                    let e = columns[c][t] - columns[c][s + w - 1];
+                    se += e * e;
+                    cnt += 1;
+                }
             }
+            s += 1;
         }
-        s += 1;
-    }
-    let baseline = (cnt > 0).then(|| ("naive last value".to_string(), (se / cnt as f64).sqrt()));
+        (cnt > 0).then(|| ("naive last value".to_string(), (se / cnt as f64).sqrt()))
+    };
+    let (baseline, test_baseline) = (naive(bounds[1]), naive(bounds[2]));
     let mut it = sets.into_iter();
     let (train, val, test) = (it.next().expect("3 sets"), it.next().expect("3 sets"), it.next().expect("3 sets"));
     Ok(Prepared {
@@ -350,6 +355,7 @@ fn forecast(
             ..empty_meta(cfg)
         },
         baseline,
+        test_baseline,
     })
 }
 
@@ -418,6 +424,7 @@ fn sequences(
         None => build(te_idx, &series, &labels)?,
     };
     let counts = train_class_counts(&train, classes.len());
+    let test_baseline = majority_on(&counts, &test);
     let majority = counts.iter().copied().max().unwrap_or(0) as f64 / train.len().max(1) as f64;
     Ok(Prepared {
         data: TaskData::Examples { train: limit(train, cfg.data.limit), val, test },
@@ -431,7 +438,19 @@ fn sequences(
         },
         meta: TaskMeta { classes, channel_norm: Some(norm), ..empty_meta(cfg) },
         baseline: Some(("majority class (train)".into(), majority)),
+        test_baseline,
     })
+}
+
+/// The accuracy on `ex` of always answering the training part's most frequent class.
+fn majority_on(train_counts: &[usize], ex: &Examples) -> Option<(String, f64)> {
+    let top = (0..train_counts.len()).max_by_key(|&k| (train_counts[k], std::cmp::Reverse(k)))? as i64;
+    match &ex.targets {
+        TargetSet::Class(v) if !v.is_empty() => {
+            Some(("majority class (train)".into(), v.iter().filter(|&&y| y == top).count() as f64 / v.len() as f64))
+        }
+        _ => None,
+    }
 }
 
 fn train_class_counts(ex: &Examples, k: usize) -> Vec<usize> {
@@ -492,6 +511,7 @@ fn mnist(cfg: &TrainConfig, dir: &Path) -> Result<Prepared> {
         },
         meta: TaskMeta { classes: (0..10).map(|d| d.to_string()).collect(), ..empty_meta(cfg) },
         baseline: Some(("chance".into(), 0.1)),
+        test_baseline: Some(("chance".into(), 0.1)),
     })
 }
 
@@ -531,6 +551,7 @@ fn tokens(cfg: &TrainConfig, path: &Path, rng: &mut rand_chacha::ChaCha8Rng) -> 
     let val = build(&idx[ntr..ntr + nv])?;
     let test = build(&idx[ntr + nv..])?;
     let counts = train_class_counts(&train, classes.len());
+    let test_baseline = majority_on(&counts, &test);
     let majority = counts.iter().copied().max().unwrap_or(0) as f64 / train.len().max(1) as f64;
     Ok(Prepared {
         data: TaskData::Examples { train: limit(train, cfg.data.limit), val, test },
@@ -544,6 +565,7 @@ fn tokens(cfg: &TrainConfig, path: &Path, rng: &mut rand_chacha::ChaCha8Rng) -> 
         },
         meta: TaskMeta { classes, vocab: Some(vocab), ..empty_meta(cfg) },
         baseline: Some(("majority class (train)".into(), majority)),
+        test_baseline,
     })
 }
 
@@ -585,6 +607,7 @@ fn charlm(cfg: &TrainConfig, path: &Path) -> Result<Prepared> {
         },
         meta: TaskMeta { vocab: Some(vocab), ..empty_meta(cfg) },
         baseline: Some(("uniform over the vocabulary (bits/char)".into(), (v as f64).log2())),
+        test_baseline: Some(("uniform over the vocabulary (bits/char)".into(), (v as f64).log2())),
     })
 }
 
@@ -629,6 +652,7 @@ fn adding(cfg: &TrainConfig, rng: &mut rand_chacha::ChaCha8Rng) -> Result<Prepar
         meta: empty_meta(cfg),
         // Always answering 1 (the mean of the sum of two U(0,1)) has MSE 1/6.
         baseline: Some(("constant 1.0 (MSE)".into(), 1.0 / 6.0)),
+        test_baseline: Some(("constant 1.0 (MSE)".into(), 1.0 / 6.0)),
     })
 }
 
@@ -658,5 +682,6 @@ fn copy(cfg: &TrainConfig, rng: &mut rand_chacha::ChaCha8Rng) -> Result<Prepared
         },
         meta: empty_meta(cfg),
         baseline: Some(("chance over the symbols".into(), 1.0 / cfg.data.symbols as f64)),
+        test_baseline: Some(("chance over the symbols".into(), 1.0 / cfg.data.symbols as f64)),
     })
 }
