@@ -321,32 +321,11 @@ fn character_language_model_learns_and_generates() {
     let base: f64 = line.rsplit(": ").next().unwrap().trim_end_matches(')').parse().unwrap();
     assert!(v < 0.5 * base, "bpc {v} vs uniform {base}");
     let ck = out.join("model.safetensors");
-    let g1 = run(&[
-        "generate",
-        "--checkpoint",
-        ck.to_str().unwrap(),
-        "--prompt",
-        "the ",
-        "--length",
-        "40",
-        "--temperature",
-        "0.5",
-        "--seed",
-        "3",
-    ]);
-    let g2 = run(&[
-        "generate",
-        "--checkpoint",
-        ck.to_str().unwrap(),
-        "--prompt",
-        "the ",
-        "--length",
-        "40",
-        "--temperature",
-        "0.5",
-        "--seed",
-        "3",
-    ]);
+    let generate = || {
+        let args = ["--prompt", "the ", "--length", "40", "--temperature", "0.5", "--seed", "3"];
+        run(&[&["generate", "--checkpoint", ck.to_str().unwrap()][..], &args[..]].concat())
+    };
+    let (g1, g2) = (generate(), generate());
     assert!(g1.status.success(), "{:?}", text(&g1));
     assert_eq!(g1.stdout, g2.stdout, "same seed, same text");
     assert!(String::from_utf8_lossy(&g1.stdout).starts_with("the "));

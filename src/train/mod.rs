@@ -553,12 +553,15 @@ fn train_inner(cfg: &TrainConfig, resume: bool, rep: &mut dyn Reporter) -> Resul
         Ok(true)
     };
     let mut last_val: Evaluation;
-    // A validation and a metrics line in the middle of an epoch (--val-every).
-    macro_rules! mid_epoch_validation {
+    // A validation and a metrics line: at the end of every epoch, and every --val-every steps.
+    macro_rules! validate_and_log {
         ($gs:ident, $epoch:ident) => {
             last_val = evaluate_val(&model)?;
-            (gsum, gmax, clipped, nsteps) = (gsum + $gs.0, gmax.max($gs.1), clipped + $gs.2, nsteps + $gs.3);
-            $gs = (0.0, 0.0, 0, 0);
+            if !last_val.loss.is_finite() {
+                watch.borrow_mut().note(format!("validation loss is {}", last_val.loss));
+            }
+            let g = std::mem::replace(&mut $gs, (0.0, 0.0, 0, 0));
+            (gsum, gmax, clipped, nsteps) = (gsum + g.0, gmax.max(g.1), clipped + g.2, nsteps + g.3);
             let line = metrics_line(
                 step,
                 $epoch + 1,
@@ -626,7 +629,7 @@ fn train_inner(cfg: &TrainConfig, resume: bool, rep: &mut dyn Reporter) -> Resul
                     step += 1;
                     rep.step(l, tokens as f64 / t_last.elapsed().as_secs_f64().max(1e-9));
                     if cfg.train.val_every > 0 && step % cfg.train.val_every as u64 == 0 {
-                        mid_epoch_validation!(gs, epoch);
+                        validate_and_log!(gs, epoch);
                     }
                 }
             }
@@ -654,33 +657,12 @@ fn train_inner(cfg: &TrainConfig, resume: bool, rep: &mut dyn Reporter) -> Resul
                     step += 1;
                     rep.step(r.loss as f64, tokens as f64 / t_last.elapsed().as_secs_f64().max(1e-9));
                     if cfg.train.val_every > 0 && step % cfg.train.val_every as u64 == 0 {
-                        mid_epoch_validation!(gs, epoch);
+                        validate_and_log!(gs, epoch);
                     }
                 }
             }
         }
-        (gsum, gmax, clipped, nsteps) = (gsum + gs.0, gmax.max(gs.1), clipped + gs.2, nsteps + gs.3);
-        last_val = evaluate_val(&model)?;
-        if !last_val.loss.is_finite() {
-            watch.borrow_mut().note(format!("validation loss is {}", last_val.loss));
-        }
-        let line = metrics_line(
-            step,
-            epoch + 1,
-            loss_sum / loss_n.max(1) as f64,
-            last_val,
-            &metric,
-            opt.lr,
-            (gsum, gmax, clipped, nsteps),
-            tokens,
-            t_last,
-            watch.borrow_mut().take(),
-        );
-        append_line(&metrics_path, &line)?;
-        metrics_lines += 1;
-        rep.line(&line);
-        (loss_sum, loss_n, gsum, gmax, clipped, nsteps, tokens) = (0.0, 0, 0.0, 0.0, 0, 0, 0);
-        t_last = Instant::now();
+        validate_and_log!(gs, epoch);
         sched.step(Some(last_val.loss));
         if last_val.loss < best_val {
             best_val = last_val.loss;

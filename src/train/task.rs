@@ -474,32 +474,36 @@ fn find_file(dir: &Path, stem: &str) -> Result<PathBuf> {
     Err(data_err(dir, None, format!("no {stem} or {stem}.gz in this folder")))
 }
 
+/// One part of an MNIST folder (`prefix` "train" or "t10k": its images and
+/// labels, plain or gzip) as sequences: rows of 28 pixels, or single pixels.
+pub(crate) fn mnist_part(dir: &Path, prefix: &str, pixel_by_pixel: bool) -> Result<Examples> {
+    let images = data::read_idx(&find_file(dir, &format!("{prefix}-images-idx3-ubyte"))?)?;
+    let labels = data::read_idx(&find_file(dir, &format!("{prefix}-labels-idx1-ubyte"))?)?;
+    let (xs, ys) = data::mnist_sequences(&images, &labels, pixel_by_pixel)?;
+    Ok(Examples {
+        inputs: Inputs::Dense { width: if pixel_by_pixel { 1 } else { 28 }, seqs: xs },
+        targets: TargetSet::Class(ys.iter().map(|&v| v as i64).collect()),
+    })
+}
+
 /// Sequential MNIST from a folder of the four IDX files.
 fn mnist(cfg: &TrainConfig, dir: &Path) -> Result<Prepared> {
-    let load = |img: &str, lab: &str| -> Result<(Vec<Vec<f32>>, Vec<u8>)> {
-        let images = data::read_idx(&find_file(dir, img)?)?;
-        let labels = data::read_idx(&find_file(dir, lab)?)?;
-        data::mnist_sequences(&images, &labels, cfg.data.pixel_by_pixel)
-    };
-    let (xs, ys) = load("train-images-idx3-ubyte", "train-labels-idx1-ubyte")?;
-    let (tx, ty) = load("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")?;
+    let all = mnist_part(dir, "train", cfg.data.pixel_by_pixel)?;
+    let test = mnist_part(dir, "t10k", cfg.data.pixel_by_pixel)?;
     let width = if cfg.data.pixel_by_pixel { 1 } else { 28 };
-    let n = if cfg.data.limit > 0 { cfg.data.limit.min(xs.len()) } else { xs.len() };
+    let n = if cfg.data.limit > 0 { cfg.data.limit.min(all.len()) } else { all.len() };
     let nv = ((n as f64 * cfg.data.val_fraction).round() as usize).max(1);
     if n <= nv {
         return Err(config_err("data.limit", n, "too few images to hold out a validation part"));
     }
     // The last images of the (limited) training file are the validation part; test is t10k (same limit).
-    let make = |x: &[Vec<f32>], y: &[u8]| Examples {
-        inputs: Inputs::Dense { width, seqs: x.to_vec() },
-        targets: TargetSet::Class(y.iter().map(|&v| v as i64).collect()),
-    };
-    let nt = if cfg.data.limit > 0 { cfg.data.limit.min(tx.len()) } else { tx.len() };
+    let nt = if cfg.data.limit > 0 { cfg.data.limit.min(test.len()) } else { test.len() };
+    let range = |lo: usize, hi: usize| (lo..hi).collect::<Vec<_>>();
     Ok(Prepared {
         data: TaskData::Examples {
-            train: make(&xs[..n - nv], &ys[..n - nv]),
-            val: make(&xs[n - nv..n], &ys[n - nv..n]),
-            test: make(&tx[..nt], &ty[..nt]),
+            train: all.select(&range(0, n - nv)),
+            val: all.select(&range(n - nv, n)),
+            test: test.select(&range(0, nt)),
         },
         shape: TaskShape {
             input_size: width,

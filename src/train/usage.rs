@@ -236,25 +236,6 @@ fn token_examples(meta: &TaskMeta, path: &Path, need_labels: bool) -> Result<Exa
     Ok(Examples { inputs: Inputs::Tokens { seqs }, targets: TargetSet::Class(ys) })
 }
 
-/// The t10k images and labels of an MNIST folder (plain or gzip), read as the model was trained.
-fn mnist_test(meta: &TaskMeta, dir: &Path) -> Result<Examples> {
-    let find = |stem: &str| -> Result<std::path::PathBuf> {
-        [stem.to_string(), format!("{stem}.gz")]
-            .iter()
-            .map(|n| dir.join(n))
-            .find(|p| p.exists())
-            .ok_or_else(|| data_err(dir, None, format!("no {stem} or {stem}.gz in this folder")))
-    };
-    let images = data::read_idx(&find("t10k-images-idx3-ubyte")?)?;
-    let labels = data::read_idx(&find("t10k-labels-idx1-ubyte")?)?;
-    let (xs, ys) = data::mnist_sequences(&images, &labels, meta.data.pixel_by_pixel)?;
-    let width = if meta.data.pixel_by_pixel { 1 } else { 28 };
-    Ok(Examples {
-        inputs: Inputs::Dense { width, seqs: xs },
-        targets: TargetSet::Class(ys.iter().map(|&v| v as i64).collect()),
-    })
-}
-
 /// Loss and metric of a checkpoint on a data file (forecast, classify, ts, tokens, charlm) or an
 /// MNIST folder (its t10k test files).
 pub fn eval(l: &Loaded, path: &Path, batch: usize) -> Result<(Evaluation, String)> {
@@ -270,7 +251,13 @@ pub fn eval(l: &Loaded, path: &Path, batch: usize) -> Result<(Evaluation, String
         }
         "classify" | "ts" => evaluate(&l.model, &labelled(&l.meta, path, true)?.0, batch, metric, &l.meta)?,
         "tokens" => evaluate(&l.model, &token_examples(&l.meta, path, true)?, batch, metric, &l.meta)?,
-        "mnist" => evaluate(&l.model, &mnist_test(&l.meta, path)?, batch, metric, &l.meta)?,
+        "mnist" => evaluate(
+            &l.model,
+            &super::task::mnist_part(path, "t10k", l.meta.data.pixel_by_pixel)?,
+            batch,
+            metric,
+            &l.meta,
+        )?,
         "charlm" => {
             let text = data::read_text(path)?;
             let ids = encode_text(&l.meta, &text, path)?;
@@ -343,7 +330,7 @@ pub fn predict(l: &Loaded, path: &Path, batch: usize) -> Result<String> {
         "classify" | "ts" | "tokens" | "mnist" => {
             let ex = match l.meta.task.as_str() {
                 "tokens" => token_examples(&l.meta, path, false)?,
-                "mnist" => mnist_test(&l.meta, path)?,
+                "mnist" => super::task::mnist_part(path, "t10k", l.meta.data.pixel_by_pixel)?,
                 _ => labelled(&l.meta, path, false)?.0,
             };
             out.push_str("example,predicted\n");
