@@ -169,7 +169,7 @@ pub fn bench_model(cellk: CellKind, c: &BenchConfig, train: bool, threads: usize
                     model.loss_and_grad::<rand_chacha::ChaCha8Rng>(&batch, targets, None, &mut grads, None)?;
                     opt.step(&mut model.params, &grads)?;
                 } else {
-                    model.forward::<rand_chacha::ChaCha8Rng>(&batch, None, None)?;
+                    model.predict(&batch, None)?;
                 }
                 Ok(())
             },
@@ -211,9 +211,11 @@ pub fn bench_stream(cellk: CellKind, threads: usize) -> Result<BenchLine> {
         .num_threads(threads)
         .build()
         .map_err(|e| config_err("threads", threads, e.to_string()))?;
+    // Weights packed once; each step updates the state in place, as the peer's cell call does.
+    let mut runner = model.runner()?;
     let mut run = |n: usize| -> Result<()> {
         for _ in 0..n {
-            state = model.step(&x, &state)?;
+            runner.step(&x, &mut state)?;
         }
         Ok(())
     };

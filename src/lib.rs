@@ -49,6 +49,7 @@ pub mod diagnose;
 pub mod error;
 pub mod estimator;
 pub mod float;
+pub mod infer;
 pub mod init;
 pub mod linalg;
 pub mod loss;
@@ -60,6 +61,7 @@ pub mod params;
 pub mod plot;
 pub mod reference;
 pub mod reproduce;
+pub mod simd;
 pub mod train;
 
 pub use cells::CellKind;

@@ -328,6 +328,84 @@ impl<F: Float> Model<F> {
         self.forward_tm(input, t, b, batch.batch_first, lengths, last, 0, state0, dropout_rng)
     }
 
+    /// Forward pass for prediction: the same outputs as `forward`, without
+    /// the cache a backward pass needs (and without dropout). Weights are
+    /// packed once for the call and only the current state is kept, which
+    /// makes it faster and lighter than `forward` on long sequences.
+    pub fn predict(&self, batch: &Batch<F>, state0: Option<&RnnState<F>>) -> Result<ModelOutput<F>> {
+        let lengths = self.check_input(batch)?;
+        let (b, t) = (batch.batch, batch.seq_len);
+        let mut state = match state0 {
+            Some(s) => {
+                self.check_state(s, b)?;
+                let mut s = s.clone();
+                if s.c.is_empty() && self.cfg.rnn.cell.has_c() {
+                    s.c = vec![F::zero(); s.h.len()];
+                }
+                s
+            }
+            None => self.zero_state(b),
+        };
+        let i = self.cfg.rnn.input_size;
+        let x_tm: Vec<F> = match batch.input {
+            SeqInput::Dense(x) => {
+                if batch.batch_first {
+                    swap_leading(x, b, t, i)
+                } else {
+                    x.to_vec()
+                }
+            }
+            SeqInput::Tokens(ids) => {
+                let ids = if batch.batch_first { swap_leading(ids, b, t, 1) } else { ids.to_vec() };
+                self.embed(&ids)
+            }
+        };
+        let mut runner = self.runner()?;
+        let out_tm = runner.forward(&x_tm, t, b, &lengths, &mut state)?;
+        let dh = self.cfg.rnn.output_size();
+        let o = self.cfg.out_size;
+        let y = match self.cfg.head {
+            HeadKind::Last => {
+                let mut f = vec![F::zero(); b * dh];
+                for (r, &l) in lengths.iter().enumerate() {
+                    f[r * dh..(r + 1) * dh]
+                        .copy_from_slice(&out_tm[((l - 1) * b + r) * dh..((l - 1) * b + r + 1) * dh]);
+                }
+                let mut y = vec![F::zero(); b * o];
+                self.head_forward(&f, b, &mut y);
+                y
+            }
+            HeadKind::Every => {
+                let mut y = vec![F::zero(); t * b * o];
+                self.head_forward(&out_tm, t * b, &mut y);
+                if batch.batch_first {
+                    swap_leading(&y, t, b, o)
+                } else {
+                    y
+                }
+            }
+        };
+        let out = if batch.batch_first { swap_leading(&out_tm, t, b, dh) } else { out_tm };
+        Ok(ModelOutput { y, out, state })
+    }
+
+    /// A forward-only runner over this model's recurrent stack (weights
+    /// packed once): the fast path for streaming one step at a time.
+    pub fn runner(&self) -> Result<crate::infer::Runner<'_, F>> {
+        crate::infer::Runner::new(&self.cfg.rnn, &self.table, &self.dirs, &self.params)
+    }
+
+    /// Embedding rows of token ids [N] -> [N, I].
+    fn embed(&self, ids: &[usize]) -> Vec<F> {
+        let i = self.cfg.rnn.input_size;
+        let e = self.table.view(&self.params, self.emb.expect("checked: embedding model"));
+        let mut x = vec![F::zero(); ids.len() * i];
+        for (row, &tok) in x.chunks_exact_mut(i).zip(ids) {
+            row.copy_from_slice(&e[tok * i..(tok + 1) * i]);
+        }
+        x
+    }
+
     /// Forward pass on time-major inputs, unchecked (the callers validate).
     /// Lengths may be 0 (a finished sequence inside a truncated-BPTT window);
     /// `last[b]` is the step the last-step head reads for sequence b (`None`:
@@ -345,18 +423,12 @@ impl<F: Float> Model<F> {
         state0: Option<&RnnState<F>>,
         dropout_rng: Option<&mut R>,
     ) -> Result<(ModelOutput<F>, ModelCache<F>)> {
-        let i = self.cfg.rnn.input_size;
         let mut tokens = Vec::new();
         let x_tm: Vec<F> = match input {
             TimeMajor::Dense(x) => x,
             TimeMajor::Tokens(ids) => {
                 tokens = ids;
-                let e = self.table.view(&self.params, self.emb.expect("checked: embedding model"));
-                let mut x = vec![F::zero(); t * b * i];
-                for (row, &tok) in x.chunks_exact_mut(i).zip(&tokens) {
-                    row.copy_from_slice(&e[tok * i..(tok + 1) * i]);
-                }
-                x
+                self.embed(&tokens)
             }
         };
         let (h0, c0): (&[F], &[F]) = match state0 {
@@ -539,28 +611,14 @@ impl<F: Float> Model<F> {
     /// One step of the recurrent stack, for streaming inference: x [B, I]
     /// real inputs, `state` [L*D, B, H]; returns the new state.
     pub fn step(&self, x: &[F], state: &RnnState<F>) -> Result<RnnState<F>> {
-        let i = self.cfg.rnn.input_size;
         if self.emb.is_some() {
             return Err(config_err("input", "real values", "this model embeds token ids"));
         }
-        if x.is_empty() || x.len() % i != 0 {
-            return Err(shape_err("x", format!("[B, I={i}]"), format!("{} values", x.len())));
+        let mut s = state.clone();
+        if s.c.is_empty() && self.cfg.rnn.cell.has_c() {
+            s.c = vec![F::zero(); s.h.len()];
         }
-        let b = x.len() / i;
-        self.check_state(state, b)?;
-        let (_, s) = rnn_forward::<F, rand_chacha::ChaCha8Rng>(
-            &self.cfg.rnn,
-            &self.table,
-            &self.dirs,
-            &self.params,
-            x,
-            1,
-            b,
-            &vec![1; b],
-            &state.h,
-            &state.c,
-            None,
-        )?;
+        self.runner()?.step(x, &mut s)?;
         Ok(s)
     }
 

@@ -14,8 +14,9 @@
 use crate::cells::{Cell, CellKind, Elman, Gru, Lstm};
 use crate::error::{config_err, shape_err, Error, Result};
 use crate::float::Float;
-use crate::linalg::{add_rows, gemm, sum_rows_into, Tr};
+use crate::linalg::{add_rows, gemm, gemm_packed, sum_rows_into, Packed, Tr};
 use crate::params::ParamTable;
+use crate::simd::{dispatch, Kernel};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
@@ -207,8 +208,8 @@ pub fn rnn_forward<F: Float, R: Rng>(
     dropout_rng: Option<&mut R>,
 ) -> Result<(RnnCache<F>, RnnState<F>)> {
     match cfg.cell {
-        CellKind::RnnTanh => forward_cell(
-            Elman { relu: false },
+        CellKind::RnnTanh => dispatch(Forward {
+            cell: Elman { relu: false },
             cfg,
             table,
             dirp,
@@ -220,9 +221,9 @@ pub fn rnn_forward<F: Float, R: Rng>(
             h0,
             c0,
             dropout_rng,
-        ),
-        CellKind::RnnRelu => forward_cell(
-            Elman { relu: true },
+        }),
+        CellKind::RnnRelu => dispatch(Forward {
+            cell: Elman { relu: true },
             cfg,
             table,
             dirp,
@@ -234,9 +235,13 @@ pub fn rnn_forward<F: Float, R: Rng>(
             h0,
             c0,
             dropout_rng,
-        ),
-        CellKind::Lstm => forward_cell(Lstm, cfg, table, dirp, params, x, seq_len, batch, lengths, h0, c0, dropout_rng),
-        CellKind::Gru => forward_cell(Gru, cfg, table, dirp, params, x, seq_len, batch, lengths, h0, c0, dropout_rng),
+        }),
+        CellKind::Lstm => {
+            dispatch(Forward { cell: Lstm, cfg, table, dirp, params, x, seq_len, batch, lengths, h0, c0, dropout_rng })
+        }
+        CellKind::Gru => {
+            dispatch(Forward { cell: Gru, cfg, table, dirp, params, x, seq_len, batch, lengths, h0, c0, dropout_rng })
+        }
     }
 }
 
@@ -259,19 +264,43 @@ pub fn rnn_backward<F: Float>(
     want_dx: bool,
 ) -> Result<RnnInputGrads<F>> {
     match cfg.cell {
-        CellKind::RnnTanh => {
-            backward_cell(Elman { relu: false }, cfg, table, dirp, params, cache, dout, dh_n, dc_n, grads, want_dx)
+        CellKind::RnnTanh => dispatch(Backward {
+            cell: Elman { relu: false },
+            cfg,
+            table,
+            dirp,
+            params,
+            cache,
+            dout,
+            dh_n,
+            dc_n,
+            grads,
+            want_dx,
+        }),
+        CellKind::RnnRelu => dispatch(Backward {
+            cell: Elman { relu: true },
+            cfg,
+            table,
+            dirp,
+            params,
+            cache,
+            dout,
+            dh_n,
+            dc_n,
+            grads,
+            want_dx,
+        }),
+        CellKind::Lstm => {
+            dispatch(Backward { cell: Lstm, cfg, table, dirp, params, cache, dout, dh_n, dc_n, grads, want_dx })
         }
-        CellKind::RnnRelu => {
-            backward_cell(Elman { relu: true }, cfg, table, dirp, params, cache, dout, dh_n, dc_n, grads, want_dx)
+        CellKind::Gru => {
+            dispatch(Backward { cell: Gru, cfg, table, dirp, params, cache, dout, dh_n, dc_n, grads, want_dx })
         }
-        CellKind::Lstm => backward_cell(Lstm, cfg, table, dirp, params, cache, dout, dh_n, dc_n, grads, want_dx),
-        CellKind::Gru => backward_cell(Gru, cfg, table, dirp, params, cache, dout, dh_n, dc_n, grads, want_dx),
     }
 }
 
 #[inline]
-fn time_of(d: usize, s: usize, seq_len: usize) -> usize {
+pub(crate) fn time_of(d: usize, s: usize, seq_len: usize) -> usize {
     if d == 0 {
         s
     } else {
@@ -279,7 +308,7 @@ fn time_of(d: usize, s: usize, seq_len: usize) -> usize {
     }
 }
 
-fn opt_view<'a, F>(table: &ParamTable, params: &'a [F], idx: usize) -> &'a [F] {
+pub(crate) fn opt_view<'a, F>(table: &ParamTable, params: &'a [F], idx: usize) -> &'a [F] {
     if idx == usize::MAX {
         &[]
     } else {
@@ -287,7 +316,58 @@ fn opt_view<'a, F>(table: &ParamTable, params: &'a [F], idx: usize) -> &'a [F] {
     }
 }
 
+/// The arguments of `forward_cell`, so the whole sweep can be compiled for
+/// the CPU's vector instructions (`simd::dispatch`).
+struct Forward<'a, C, F, R> {
+    cell: C,
+    cfg: &'a RnnConfig,
+    table: &'a ParamTable,
+    dirp: &'a [DirParams],
+    params: &'a [F],
+    x: &'a [F],
+    seq_len: usize,
+    batch: usize,
+    lengths: &'a [usize],
+    h0: &'a [F],
+    c0: &'a [F],
+    dropout_rng: Option<&'a mut R>,
+}
+
+impl<C: Cell<F>, F: Float, R: Rng> Kernel for Forward<'_, C, F, R> {
+    type Output = Result<(RnnCache<F>, RnnState<F>)>;
+    #[inline(always)]
+    fn run(self) -> Self::Output {
+        let Forward { cell, cfg, table, dirp, params, x, seq_len, batch, lengths, h0, c0, dropout_rng } = self;
+        forward_cell(cell, cfg, table, dirp, params, x, seq_len, batch, lengths, h0, c0, dropout_rng)
+    }
+}
+
+/// The arguments of `backward_cell` (see `Forward`).
+struct Backward<'a, C, F> {
+    cell: C,
+    cfg: &'a RnnConfig,
+    table: &'a ParamTable,
+    dirp: &'a [DirParams],
+    params: &'a [F],
+    cache: &'a RnnCache<F>,
+    dout: &'a [F],
+    dh_n: &'a [F],
+    dc_n: &'a [F],
+    grads: &'a mut [F],
+    want_dx: bool,
+}
+
+impl<C: Cell<F>, F: Float> Kernel for Backward<'_, C, F> {
+    type Output = Result<RnnInputGrads<F>>;
+    #[inline(always)]
+    fn run(self) -> Self::Output {
+        let Backward { cell, cfg, table, dirp, params, cache, dout, dh_n, dc_n, grads, want_dx } = self;
+        backward_cell(cell, cfg, table, dirp, params, cache, dout, dh_n, dc_n, grads, want_dx)
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
+#[inline(always)]
 fn forward_cell<F: Float, C: Cell<F>, R: Rng>(
     cell: C,
     cfg: &RnnConfig,
@@ -334,6 +414,8 @@ fn forward_cell<F: Float, C: Cell<F>, R: Rng>(
     let mut cn = if C::HAS_C { vec![F::zero(); state_len] } else { Vec::new() };
     // Workspace reused by every (layer, direction): the input projection [T, B, G*H].
     let mut gx = vec![F::zero(); t_len * b * g];
+    // W_hhᵀ [H, G*H], packed once per (layer, direction) for its T per-step products.
+    let mut whh_t = Packed::new();
     let mut layer_in: Vec<F> = x.to_vec();
     let mut out: Vec<F> = Vec::new();
     let p = cfg.dropout;
@@ -357,6 +439,7 @@ fn forward_cell<F: Float, C: Cell<F>, R: Rng>(
             let w_hh = table.view(params, dp.w_hh);
             let b_ih = opt_view(table, params, dp.b_ih);
             let b_hh = opt_view(table, params, dp.b_hh);
+            whh_t.pack(h, g, w_hh, Tr::T);
             // gx = X W_ihᵀ + b_ih for all steps at once: [T*B, I] x [I, G*H]
             gemm(t_len * b, i_l, g, F::one(), &layer_in, Tr::N, w_ih, Tr::T, F::zero(), &mut gx);
             if !b_ih.is_empty() {
@@ -382,7 +465,7 @@ fn forward_cell<F: Float, C: Cell<F>, R: Rng>(
                 let h_next = &mut h_next[..b * h];
                 let gh_s = &mut dc.gh[s * b * g..(s + 1) * b * g];
                 // One fused product for all gates: gh = h_prev W_hhᵀ + b_hh  [B, H] x [H, G*H]
-                gemm(b, h, g, F::one(), h_prev, Tr::N, w_hh, Tr::T, F::zero(), gh_s);
+                gemm_packed(b, h_prev, &whh_t, F::zero(), gh_s);
                 if !b_hh.is_empty() {
                     add_rows(gh_s, b_hh);
                 }
@@ -434,6 +517,7 @@ fn forward_cell<F: Float, C: Cell<F>, R: Rng>(
 }
 
 #[allow(clippy::too_many_arguments)]
+#[inline(always)]
 fn backward_cell<F: Float, C: Cell<F>>(
     cell: C,
     cfg: &RnnConfig,
@@ -470,6 +554,8 @@ fn backward_cell<F: Float, C: Cell<F>>(
     let mut dh = vec![F::zero(); b * h]; // dL/dh_s carried backwards [B, H]
     let mut dhp = vec![F::zero(); b * h]; // dL/dh_{s-1} being assembled [B, H]
     let mut dcs = vec![F::zero(); if C::HAS_C { b * h } else { 0 }];
+    // W_hh [G*H, H], packed once per (layer, direction) for its T per-step products.
+    let mut whh = Packed::new();
     let mut dlayer: Vec<F> = dout.to_vec(); // dL/d(output of layer l) [T, B, D*H]
     let mut dx = Vec::new();
     let mut dh_norms = vec![0.0f64; nl * nd * t_len];
@@ -484,6 +570,7 @@ fn backward_cell<F: Float, C: Cell<F>>(
             let w_ih = table.view(params, dp.w_ih);
             let w_hh = table.view(params, dp.w_hh);
             let k = (l * nd + d) * b * h;
+            whh.pack(g, h, w_hh, Tr::N);
             dh.iter_mut().for_each(|v| *v = F::zero());
             if !dh_n.is_empty() {
                 dh.copy_from_slice(&dh_n[k..k + b * h]);
@@ -509,11 +596,11 @@ fn backward_cell<F: Float, C: Cell<F>>(
                     if t < lengths[r] {
                         // out[t] = h_s: its gradient joins the one carried from step s+1.
                         let o = (t * b + r) * dh_out + d * h;
-                        for j in 0..h {
-                            dh[r * h + j] += dlayer[o + j];
+                        for (v, g) in dh[rh.clone()].iter_mut().zip(&dlayer[o..o + h]) {
+                            *v += *g;
                         }
-                        let norm: f64 =
-                            dh[r * h..(r + 1) * h].iter().map(|v| v.to_f64().unwrap_or(f64::NAN).powi(2)).sum();
+                        let dh_r = &dh[rh.clone()];
+                        let norm = crate::linalg::dot(dh_r, dh_r).to_f64().unwrap_or(f64::NAN);
                         running += 1;
                         norm_sum += norm.sqrt();
                         let (cp, cc): (&[F], &[F]) = if C::HAS_C {
@@ -547,7 +634,7 @@ fn backward_cell<F: Float, C: Cell<F>>(
                 }
                 dh_norms[(l * nd + d) * t_len + t] = if running > 0 { norm_sum / running as f64 } else { 0.0 };
                 // gh = h_prev W_hhᵀ  =>  dh_prev += dgh W_hh   [B, G*H] x [G*H, H]
-                gemm(b, g, h, F::one(), dgh_s, Tr::N, w_hh, Tr::N, F::one(), &mut dhp);
+                gemm_packed(b, dgh_s, &whh, F::one(), &mut dhp);
                 std::mem::swap(&mut dh, &mut dhp);
             }
             dh0[k..k + b * h].copy_from_slice(&dh);

@@ -108,6 +108,13 @@ fn streaming_steps_equal_a_whole_sequence() {
         for s in 0..t {
             st = model.step(&x[s * b * 4..(s + 1) * b * 4], &st).unwrap();
         }
-        assert_eq!(st, whole.state, "{cell:?}");
+        // The streaming path (packed weights, no cache) sums the products in
+        // another order than the training forward: equal to rounding.
+        for (name, a, w) in [("h", &st.h, &whole.state.h), ("c", &st.c, &whole.state.c)] {
+            assert_eq!(a.len(), w.len(), "{cell:?} {name}");
+            for (p, q) in a.iter().zip(w.iter()) {
+                assert!((p - q).abs() <= 1e-13, "{cell:?} {name}: {p} vs {q}");
+            }
+        }
     }
 }

@@ -14,9 +14,11 @@ impl<F: Float> Cell<F> for Elman {
     const GATES: usize = 1;
     const HAS_C: bool = false;
 
-    #[inline]
+    #[inline(always)]
     fn step_forward(&self, gx: &[F], gh: &[F], _h_prev: &[F], _c_prev: &[F], act: &mut [F], h: &mut [F], _c: &mut [F]) {
-        for j in 0..h.len() {
+        let n = h.len();
+        let (gx, gh, act) = (&gx[..n], &gh[..n], &mut act[..n]);
+        for j in 0..n {
             let pre = gx[j] + gh[j];
             let v = if self.relu { pre.max(F::zero()) } else { pre.act_tanh() };
             act[j] = v;
@@ -24,7 +26,7 @@ impl<F: Float> Cell<F> for Elman {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn step_backward(
         &self,
         _act: &[F],
@@ -39,7 +41,9 @@ impl<F: Float> Cell<F> for Elman {
         dgh: &mut [F],
         dh_prev: &mut [F],
     ) {
-        for j in 0..h.len() {
+        let n = h.len();
+        let (dh, dgx, dgh, dh_prev) = (&dh[..n], &mut dgx[..n], &mut dgh[..n], &mut dh_prev[..n]);
+        for j in 0..n {
             // h = tanh(pre)  =>  dpre = dh * (1 - h^2);  h = relu(pre)  =>  dpre = dh * [h > 0]
             let d = if self.relu {
                 if h[j] > F::zero() {

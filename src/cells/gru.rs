@@ -6,7 +6,7 @@
 //! The reset gate multiplies the recurrent product *including* its bias, as
 //! PyTorch computes it, so `gh` (W_hh h + b_hh) is kept for the backward pass.
 
-use super::Cell;
+use super::{blocks, blocks_mut, Cell};
 use crate::float::Float;
 
 /// GRU gate blocks in the row order of `weight_ih` / `weight_hh`.
@@ -32,22 +32,26 @@ impl<F: Float> Cell<F> for Gru {
     const GATES: usize = 3;
     const HAS_C: bool = false;
 
-    #[inline]
+    #[inline(always)]
     fn step_forward(&self, gx: &[F], gh: &[F], h_prev: &[F], _c_prev: &[F], act: &mut [F], h: &mut [F], _c: &mut [F]) {
         let m = h.len();
-        let (or, oz, on) = (GruGate::R.offset(m), GruGate::Z.offset(m), GruGate::N.offset(m));
+        // Blocks in GruGate order (R, Z, N), each of length m.
+        let [xr, xz, xn, _] = blocks(&gx[GruGate::R.offset(m)..], m);
+        let [hr, hz, hn, _] = blocks(&gh[GruGate::R.offset(m)..], m);
+        let [ar, az, an, _] = blocks_mut(&mut act[GruGate::R.offset(m)..], m);
+        let h_prev = &h_prev[..m];
         for j in 0..m {
-            let r = (gx[or + j] + gh[or + j]).sigmoid();
-            let z = (gx[oz + j] + gh[oz + j]).sigmoid();
-            let n = (gx[on + j] + r * gh[on + j]).act_tanh();
-            act[or + j] = r;
-            act[oz + j] = z;
-            act[on + j] = n;
+            let r = (xr[j] + hr[j]).sigmoid();
+            let z = (xz[j] + hz[j]).sigmoid();
+            let n = (xn[j] + r * hn[j]).act_tanh();
+            ar[j] = r;
+            az[j] = z;
+            an[j] = n;
             h[j] = (F::one() - z) * n + z * h_prev[j];
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn step_backward(
         &self,
         act: &[F],
@@ -63,25 +67,29 @@ impl<F: Float> Cell<F> for Gru {
         dh_prev: &mut [F],
     ) {
         let m = h.len();
-        let (or, oz, on) = (GruGate::R.offset(m), GruGate::Z.offset(m), GruGate::N.offset(m));
+        let [ar, az, an, _] = blocks(&act[GruGate::R.offset(m)..], m);
+        let [_, _, ghn, _] = blocks(&gh[GruGate::R.offset(m)..], m);
+        let [xr, xz, xn, _] = blocks_mut(&mut dgx[GruGate::R.offset(m)..], m);
+        let [hr, hz, hn, _] = blocks_mut(&mut dgh[GruGate::R.offset(m)..], m);
+        let (h_prev, dh, dh_prev) = (&h_prev[..m], &dh[..m], &mut dh_prev[..m]);
         for j in 0..m {
-            let (r, z, n) = (act[or + j], act[oz + j], act[on + j]);
+            let (r, z, n) = (ar[j], az[j], an[j]);
             // h' = (1 - z) * n + z * h
             let dn = dh[j] * (F::one() - z);
             let dz = dh[j] * (h_prev[j] - n);
             dh_prev[j] = dh[j] * z;
             // n = tanh(gx_n + r * gh_n)
             let dpn = dn * (F::one() - n * n);
-            let dr = dpn * gh[on + j];
+            let dr = dpn * ghn[j];
             // r = σ(pre_r), z = σ(pre_z)
             let dpr = dr * r * (F::one() - r);
             let dpz = dz * z * (F::one() - z);
-            dgx[or + j] = dpr;
-            dgx[oz + j] = dpz;
-            dgx[on + j] = dpn;
-            dgh[or + j] = dpr;
-            dgh[oz + j] = dpz;
-            dgh[on + j] = dpn * r;
+            xr[j] = dpr;
+            xz[j] = dpz;
+            xn[j] = dpn;
+            hr[j] = dpr;
+            hz[j] = dpz;
+            hn[j] = dpn * r;
         }
     }
 

@@ -3,7 +3,7 @@
 //!   c' = f ⊙ c + i ⊙ g          h' = o ⊙ tanh(c')
 //! with pre = W_ih x + b_ih + W_hh h + b_hh.
 
-use super::Cell;
+use super::{blocks, blocks_mut, Cell};
 use crate::float::Float;
 
 /// LSTM gate blocks in the row order of `weight_ih` / `weight_hh`.
@@ -30,27 +30,30 @@ impl<F: Float> Cell<F> for Lstm {
     const GATES: usize = 4;
     const HAS_C: bool = true;
 
-    #[inline]
+    #[inline(always)]
     fn step_forward(&self, gx: &[F], gh: &[F], _h_prev: &[F], c_prev: &[F], act: &mut [F], h: &mut [F], c: &mut [F]) {
         let n = h.len();
-        let (oi, of, og, oo) =
-            (LstmGate::I.offset(n), LstmGate::F.offset(n), LstmGate::G.offset(n), LstmGate::O.offset(n));
+        // Blocks in LstmGate order (I, F, G, O), each of length n.
+        let [xi, xf, xg, xo] = blocks(&gx[LstmGate::I.offset(n)..], n);
+        let [hi, hf, hg, ho] = blocks(&gh[LstmGate::I.offset(n)..], n);
+        let [ai, af, ag, ao] = blocks_mut(&mut act[LstmGate::I.offset(n)..], n);
+        let (c_prev, c) = (&c_prev[..n], &mut c[..n]);
         for j in 0..n {
-            let i = (gx[oi + j] + gh[oi + j]).sigmoid();
-            let f = (gx[of + j] + gh[of + j]).sigmoid();
-            let g = (gx[og + j] + gh[og + j]).act_tanh();
-            let o = (gx[oo + j] + gh[oo + j]).sigmoid();
-            act[oi + j] = i;
-            act[of + j] = f;
-            act[og + j] = g;
-            act[oo + j] = o;
+            let i = (xi[j] + hi[j]).sigmoid();
+            let f = (xf[j] + hf[j]).sigmoid();
+            let g = (xg[j] + hg[j]).act_tanh();
+            let o = (xo[j] + ho[j]).sigmoid();
+            ai[j] = i;
+            af[j] = f;
+            ag[j] = g;
+            ao[j] = o;
             let cn = f * c_prev[j] + i * g;
             c[j] = cn;
             h[j] = o * cn.act_tanh();
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn step_backward(
         &self,
         act: &[F],
@@ -66,13 +69,14 @@ impl<F: Float> Cell<F> for Lstm {
         dh_prev: &mut [F],
     ) {
         let n = h.len();
-        let (oi, of, og, oo) =
-            (LstmGate::I.offset(n), LstmGate::F.offset(n), LstmGate::G.offset(n), LstmGate::O.offset(n));
+        let [ai, af, ag, ao] = blocks(&act[LstmGate::I.offset(n)..], n);
+        let [di_, df_, dg_, do_] = blocks_mut(&mut dgx[LstmGate::I.offset(n)..], n);
+        let (c_prev, c, dh, dc, dh_prev) = (&c_prev[..n], &c[..n], &dh[..n], &mut dc[..n], &mut dh_prev[..n]);
         for j in 0..n {
-            let (i, f, g, o) = (act[oi + j], act[of + j], act[og + j], act[oo + j]);
+            let (i, f, g, o) = (ai[j], af[j], ag[j], ao[j]);
             let tc = c[j].act_tanh();
             // h' = o * tanh(c')
-            let do_ = dh[j] * tc;
+            let dout = dh[j] * tc;
             let dct = dc[j] + dh[j] * o * (F::one() - tc * tc);
             // c' = f * c + i * g
             let di = dct * g;
@@ -80,20 +84,15 @@ impl<F: Float> Cell<F> for Lstm {
             let df = dct * c_prev[j];
             dc[j] = dct * f;
             // i = σ(pre_i), f = σ(pre_f), g = tanh(pre_g), o = σ(pre_o)
-            let dpi = di * i * (F::one() - i);
-            let dpf = df * f * (F::one() - f);
-            let dpg = dg * (F::one() - g * g);
-            let dpo = do_ * o * (F::one() - o);
-            dgx[oi + j] = dpi;
-            dgx[of + j] = dpf;
-            dgx[og + j] = dpg;
-            dgx[oo + j] = dpo;
-            dgh[oi + j] = dpi;
-            dgh[of + j] = dpf;
-            dgh[og + j] = dpg;
-            dgh[oo + j] = dpo;
+            di_[j] = di * i * (F::one() - i);
+            df_[j] = df * f * (F::one() - f);
+            dg_[j] = dg * (F::one() - g * g);
+            do_[j] = dout * o * (F::one() - o);
             dh_prev[j] = F::zero();
         }
+        // pre = gx + gh: both pre-activations get the same gradient.
+        let g4 = 4 * n;
+        dgh[..g4].copy_from_slice(&dgx[..g4]);
     }
 
     #[inline]

@@ -127,6 +127,28 @@ pub trait Cell<F: Float>: Copy + Send + Sync {
     );
 }
 
+/// Splits `x` into `k` consecutive blocks of `n` (k = 3 or 4 gate blocks).
+/// Every block has length exactly `n` by construction (`split_at`), so the
+/// cells' loops over `0..n` carry no bounds checks and vectorise.
+#[inline(always)]
+pub(crate) fn blocks<F>(x: &[F], n: usize) -> [&[F]; 4] {
+    let (a, r) = x.split_at(n);
+    let (b, r) = r.split_at(n);
+    let (c, r) = r.split_at(n);
+    let d = if r.len() >= n { &r[..n] } else { &r[..0] };
+    [a, b, c, d]
+}
+
+/// `blocks` for a mutable slice.
+#[inline(always)]
+pub(crate) fn blocks_mut<F>(x: &mut [F], n: usize) -> [&mut [F]; 4] {
+    let (a, r) = x.split_at_mut(n);
+    let (b, r) = r.split_at_mut(n);
+    let (c, r) = r.split_at_mut(n);
+    let d = if r.len() >= n { &mut r[..n] } else { &mut r[..0] };
+    [a, b, c, d]
+}
+
 /// State components per unit: 2 for the LSTM (h, c), 1 otherwise.
 pub fn state_components(cell: CellKind) -> usize {
     if cell.has_c() {

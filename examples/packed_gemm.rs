@@ -1,0 +1,61 @@
+//! Times the per-step products of the benchmark configurations three ways:
+//! the general GEMM (matrixmultiply, which packs B on every call), the
+//! pre-packed kernel (`gemm_packed`, B packed once), and the cost of packing.
+//! `cargo run --release --example packed_gemm [threads]`; used for docs/perf.md.
+
+use recurrent::linalg::{gemm, gemm_packed, Packed, Tr};
+use std::time::Instant;
+
+fn time(mut f: impl FnMut(), reps: usize) -> f64 {
+    f();
+    let mut best = f64::INFINITY;
+    for _ in 0..5 {
+        let t = Instant::now();
+        for _ in 0..reps {
+            f();
+        }
+        best = best.min(t.elapsed().as_secs_f64() / reps as f64);
+    }
+    best
+}
+
+fn main() {
+    let threads: usize = std::env::args().nth(1).map(|s| s.parse().expect("threads")).unwrap_or(1);
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+    println!("threads {threads}");
+    println!("{:>22} {:>10} {:>10} {:>10} {:>9}", "m x k x n (op)", "gemm us", "packed us", "pack us", "GFLOP/s");
+    // (what, m, k, n): forward h W_hhᵀ is [B, H] x [H, G*H]; backward dgh W_hh is [B, G*H] x [G*H, H].
+    let shapes = [
+        ("S lstm fwd", 32, 128, 512),
+        ("S lstm bwd", 32, 512, 128),
+        ("M lstm fwd", 64, 256, 1024),
+        ("M lstm bwd", 64, 1024, 256),
+        ("L lstm fwd", 64, 1024, 4096),
+        ("L lstm bwd", 64, 4096, 1024),
+        ("LM lstm fwd", 32, 512, 2048),
+        ("LM lstm bwd", 32, 2048, 512),
+        ("stream lstm hh", 1, 256, 1024),
+        ("stream lstm ih", 1, 64, 1024),
+    ];
+    pool.install(|| {
+        for (what, m, k, n) in shapes {
+            let a: Vec<f32> = (0..m * k).map(|i| ((i * 7 % 13) as f32 - 6.0) * 0.01).collect();
+            let w: Vec<f32> = (0..k * n).map(|i| ((i * 5 % 11) as f32 - 5.0) * 0.01).collect();
+            let mut c = vec![0.0f32; m * n];
+            let reps = (2e8 / (2.0 * (m * k * n) as f64)).clamp(10.0, 20000.0) as usize;
+            // The weights are stored [n, k] (PyTorch's [G*H, H]) and used transposed, as in the forward.
+            let t_gemm = time(|| gemm(m, k, n, 1.0, &a, Tr::N, &w, Tr::T, 0.0, &mut c), reps);
+            let mut p = Packed::new();
+            let t_pack = time(|| p.pack(k, n, &w, Tr::T), (reps / 10).max(3));
+            let t_packed = time(|| gemm_packed(m, &a, &p, 0.0, &mut c), reps);
+            let flops = 2.0 * (m * k * n) as f64;
+            println!(
+                "{what:>14} {m:>3}x{k:>4}x{n:>4} {:>10.2} {:>10.2} {:>10.2} {:>9.1}",
+                t_gemm * 1e6,
+                t_packed * 1e6,
+                t_pack * 1e6,
+                flops / t_packed / 1e9
+            );
+        }
+    });
+}

@@ -1,0 +1,84 @@
+//! Run-time choice of vector instructions for the element-wise loops.
+//!
+//! The default build targets plain x86-64 (SSE2), so the cells' loops (gate
+//! sigmoids and tanh over B x G*H values per step) would run 4 lanes wide
+//! even on a machine with AVX-512. `dispatch` runs a `Kernel` inside a
+//! function compiled for AVX-512 or AVX2+FMA when the CPU has them (checked
+//! at run time, once, cached by std). The kernel's `run` is
+//! `#[inline(always)]`, so its body, and the `#[inline(always)]` cell steps
+//! it calls, are compiled again for those instructions. The portable
+//! instantiation of the very same code is the safe twin: tests run both.
+//!
+//! This is the crate's only use of `unsafe` besides `linalg`.
+
+/// A piece of work whose body should be compiled for the best instructions
+/// the CPU has. `run` must be `#[inline(always)]` to gain anything.
+pub trait Kernel {
+    type Output;
+    fn run(self) -> Self::Output;
+}
+
+/// Instruction sets `dispatch` can choose.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Level {
+    Portable,
+    Avx2,
+    Avx512,
+}
+
+/// The best level this CPU supports.
+pub fn detected() -> Level {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512vl")
+            && std::arch::is_x86_feature_detected!("avx512dq")
+            && std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma")
+        {
+            return Level::Avx512;
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            return Level::Avx2;
+        }
+    }
+    Level::Portable
+}
+
+/// Runs `k` compiled for the best instructions of this CPU.
+#[inline]
+pub fn dispatch<K: Kernel>(k: K) -> K::Output {
+    dispatch_at(detected(), k)
+}
+
+/// Runs `k` compiled for `level`, or for a lower level if the CPU lacks it
+/// (tests use this to compare the portable twin with the fast path).
+#[inline]
+pub fn dispatch_at<K: Kernel>(level: Level, k: K) -> K::Output {
+    let level = match (level, detected()) {
+        (Level::Avx512, Level::Avx512) => Level::Avx512,
+        (Level::Avx512 | Level::Avx2, Level::Avx512 | Level::Avx2) => Level::Avx2,
+        _ => Level::Portable,
+    };
+    match level {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `detected()` confirmed the CPU has every feature the function is compiled for.
+        Level::Avx512 => unsafe { run_avx512(k) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
+        Level::Avx2 => unsafe { run_avx2(k) },
+        _ => k.run(),
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512vl,avx512dq,avx2,fma")]
+unsafe fn run_avx512<K: Kernel>(k: K) -> K::Output {
+    k.run()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn run_avx2<K: Kernel>(k: K) -> K::Output {
+    k.run()
+}
