@@ -40,6 +40,8 @@ pub struct Runner<'p, F> {
     gh: Vec<F>,
     /// Gate activations of one row [G*H] (the cell writes them; unused here).
     act: Vec<F>,
+    /// Zeros [G*H]: the `gh` of cells that fold it into gx.
+    zero_g: Vec<F>,
     /// New states of one step [B, H].
     h_new: Vec<F>,
     c_new: Vec<F>,
@@ -75,6 +77,7 @@ impl<'p, F: Float> Runner<'p, F> {
             gx: Vec::new(),
             gh: Vec::new(),
             act: vec![F::zero(); g],
+            zero_g: vec![F::zero(); g],
             h_new: Vec::new(),
             c_new: Vec::new(),
             layer_a: Vec::new(),
@@ -182,6 +185,7 @@ impl<'p, F: Float> Runner<'p, F> {
                     act: &mut self.act,
                     h_new: &mut self.h_new,
                     c_new: &mut self.c_new,
+                    zero_g: &self.zero_g,
                 };
                 match cfg.cell {
                     CellKind::RnnTanh => dispatch(WithCell(Elman { relu: false }, sweep)),
@@ -223,6 +227,8 @@ struct Sweep<'a, F> {
     act: &'a mut [F],
     h_new: &'a mut [F],
     c_new: &'a mut [F],
+    /// The zero `gh` [G*H] of cells that fold it into gx.
+    zero_g: &'a [F],
 }
 
 /// A sweep with its cell, run through `simd::dispatch`.
@@ -241,9 +247,17 @@ impl<C: Cell<F>, F: Float> Kernel for WithCell<'_, C, F> {
             if !s.b_ih.is_empty() {
                 add_rows(s.gx, s.b_ih);
             }
-            gemm_packed(b, s.h_state, s.w_hh, F::zero(), s.gh);
-            if !s.b_hh.is_empty() {
-                add_rows(s.gh, s.b_hh);
+            if C::NEEDS_GH {
+                gemm_packed(b, s.h_state, s.w_hh, F::zero(), s.gh);
+                if !s.b_hh.is_empty() {
+                    add_rows(s.gh, s.b_hh);
+                }
+            } else {
+                // pre = gx + gh: the recurrent product goes straight into gx (see `Cell::NEEDS_GH`).
+                if !s.b_hh.is_empty() {
+                    add_rows(s.gx, s.b_hh);
+                }
+                gemm_packed(b, s.h_state, s.w_hh, F::one(), s.gx);
             }
             for r in 0..b {
                 let rh = r * h..(r + 1) * h;
@@ -252,7 +266,7 @@ impl<C: Cell<F>, F: Float> Kernel for WithCell<'_, C, F> {
                         if C::HAS_C { (&s.c_state[rh.clone()], &mut s.c_new[rh.clone()]) } else { (&[], &mut []) };
                     cell.step_forward(
                         &s.gx[r * g..(r + 1) * g],
-                        &s.gh[r * g..(r + 1) * g],
+                        if C::NEEDS_GH { &s.gh[r * g..(r + 1) * g] } else { s.zero_g },
                         &s.h_state[rh.clone()],
                         cp,
                         s.act,

@@ -123,7 +123,8 @@ pub fn register_params(table: &mut ParamTable, prefix: &str, cfg: &RnnConfig) ->
 pub struct DirCache<F> {
     /// Gate activations [T, B, G*H].
     pub act: Vec<F>,
-    /// Recurrent pre-activation W_hh h + b_hh [T, B, G*H] (GRU needs its n block).
+    /// Recurrent pre-activation W_hh h + b_hh [T, B, G*H] (GRU only, which
+    /// needs its n block; empty for cells that fold it into gx).
     pub gh: Vec<F>,
     /// Hidden states [T+1, B, H]; h[0] is the initial state.
     pub h: Vec<F>,
@@ -416,6 +417,8 @@ fn forward_cell<F: Float, C: Cell<F>, R: Rng>(
     let mut gx = vec![F::zero(); t_len * b * g];
     // W_hhᵀ [H, G*H], packed once per (layer, direction) for its T per-step products.
     let mut whh_t = Packed::new();
+    // The zero `gh` [G*H] of cells that fold it into gx (see `Cell::NEEDS_GH`).
+    let zero_g = vec![F::zero(); if C::NEEDS_GH { 0 } else { g }];
     let mut layer_in: Vec<F> = x.to_vec();
     let mut out: Vec<F> = Vec::new();
     let p = cfg.dropout;
@@ -445,9 +448,13 @@ fn forward_cell<F: Float, C: Cell<F>, R: Rng>(
             if !b_ih.is_empty() {
                 add_rows(&mut gx, b_ih);
             }
+            if !C::NEEDS_GH && !b_hh.is_empty() {
+                // pre = gx + gh: b_hh joins b_ih once for all steps.
+                add_rows(&mut gx, b_hh);
+            }
             let mut dc = DirCache {
                 act: vec![F::zero(); t_len * b * g],
-                gh: vec![F::zero(); t_len * b * g],
+                gh: if C::NEEDS_GH { vec![F::zero(); t_len * b * g] } else { Vec::new() },
                 h: vec![F::zero(); (t_len + 1) * b * h],
                 c: if C::HAS_C { vec![F::zero(); (t_len + 1) * b * h] } else { Vec::new() },
             };
@@ -463,11 +470,16 @@ fn forward_cell<F: Float, C: Cell<F>, R: Rng>(
                 let (h_done, h_next) = dc.h.split_at_mut((s + 1) * b * h);
                 let h_prev = &h_done[s * b * h..];
                 let h_next = &mut h_next[..b * h];
-                let gh_s = &mut dc.gh[s * b * g..(s + 1) * b * g];
-                // One fused product for all gates: gh = h_prev W_hhᵀ + b_hh  [B, H] x [H, G*H]
-                gemm_packed(b, h_prev, &whh_t, F::zero(), gh_s);
-                if !b_hh.is_empty() {
-                    add_rows(gh_s, b_hh);
+                // One fused product for all gates: gh = h_prev W_hhᵀ + b_hh  [B, H] x [H, G*H],
+                // kept apart (GRU) or added straight into gx (the others).
+                if C::NEEDS_GH {
+                    let gh_s = &mut dc.gh[s * b * g..(s + 1) * b * g];
+                    gemm_packed(b, h_prev, &whh_t, F::zero(), gh_s);
+                    if !b_hh.is_empty() {
+                        add_rows(gh_s, b_hh);
+                    }
+                } else {
+                    gemm_packed(b, h_prev, &whh_t, F::one(), &mut gx[t * b * g..(t + 1) * b * g]);
                 }
                 let (c_prev_all, c_next_all): (&[F], &mut [F]) = if C::HAS_C {
                     let (a, bb) = dc.c.split_at_mut((s + 1) * b * h);
@@ -487,7 +499,7 @@ fn forward_cell<F: Float, C: Cell<F>, R: Rng>(
                     if t < lengths[r] {
                         cell.step_forward(
                             &gx[(t * b + r) * g..(t * b + r + 1) * g],
-                            &gh_s[r * g..(r + 1) * g],
+                            if C::NEEDS_GH { &dc.gh[(s * b + r) * g..(s * b + r + 1) * g] } else { &zero_g },
                             hp,
                             cp,
                             &mut act_s[r * g..(r + 1) * g],
@@ -585,7 +597,7 @@ fn backward_cell<F: Float, C: Cell<F>>(
                 let t = time_of(d, s, t_len);
                 let (mut running, mut norm_sum) = (0usize, 0.0f64);
                 let act_s = &dcache.act[s * b * g..(s + 1) * b * g];
-                let gh_s = &dcache.gh[s * b * g..(s + 1) * b * g];
+                let gh_s: &[F] = if C::NEEDS_GH { &dcache.gh[s * b * g..(s + 1) * b * g] } else { &[] };
                 let h_prev = &dcache.h[s * b * h..(s + 1) * b * h];
                 let h_cur = &dcache.h[(s + 1) * b * h..(s + 2) * b * h];
                 let dgh_s = &mut dgh[s * b * g..(s + 1) * b * g];
@@ -614,7 +626,7 @@ fn backward_cell<F: Float, C: Cell<F>>(
                         let dcr: &mut [F] = if C::HAS_C { &mut dcs[rh.clone()] } else { &mut [] };
                         cell.step_backward(
                             &act_s[rg.clone()],
-                            &gh_s[rg.clone()],
+                            if C::NEEDS_GH { &gh_s[rg.clone()] } else { &[] },
                             &h_prev[rh.clone()],
                             cp,
                             &h_cur[rh.clone()],

@@ -31,6 +31,7 @@ pub struct Gru;
 impl<F: Float> Cell<F> for Gru {
     const GATES: usize = 3;
     const HAS_C: bool = false;
+    const NEEDS_GH: bool = true;
 
     #[inline(always)]
     fn step_forward(&self, gx: &[F], gh: &[F], h_prev: &[F], _c_prev: &[F], act: &mut [F], h: &mut [F], _c: &mut [F]) {

@@ -79,6 +79,12 @@ pub trait Cell<F: Float>: Copy + Send + Sync {
     const HAS_C: bool;
     /// State components per unit (2 with c).
     const STATE: usize = if Self::HAS_C { 2 } else { 1 };
+    /// Whether the step needs the recurrent pre-activation `gh` apart from
+    /// `gx`, forward and backward. Only the GRU does (its reset gate
+    /// multiplies W_hn h + b_hn); for the others pre = gx + gh, so the
+    /// network adds the recurrent product straight into gx, passes a zero
+    /// `gh`, and keeps no [T, B, G*H] copy of it for the backward pass.
+    const NEEDS_GH: bool = false;
 
     /// One step: writes the gate activations `act` [G*H], the new hidden
     /// state `h` [H] and (LSTM) cell state `c` [H].

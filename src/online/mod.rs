@@ -451,7 +451,7 @@ impl<F: Float> OnlineState<F> {
                 let h_new = &dc.h[h * self.b + b * h..h * self.b + (b + 1) * h];
                 cell.step_jacobians(
                     &dc.act[rg.clone()],
-                    &dc.gh[rg],
+                    if C::NEEDS_GH { &dc.gh[rg] } else { &[] },
                     h_prev,
                     cp,
                     h_new,
