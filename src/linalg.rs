@@ -227,13 +227,18 @@ impl<F: Float> Packed<F> {
 /// contiguous and op(B) packed. Splits the panels over the threads of the
 /// current rayon pool when the product is large enough.
 pub fn gemm_packed<F: Float>(m: usize, a: &[F], b: &Packed<F>, beta: F, c: &mut [F]) {
+    gemm_packed_threads(m, a, b, beta, c, rayon::current_num_threads())
+}
+
+/// `gemm_packed` on at most `threads` threads of the current pool (1: this
+/// thread only, for callers that already split the work between threads).
+pub fn gemm_packed_threads<F: Float>(m: usize, a: &[F], b: &Packed<F>, beta: F, c: &mut [F], threads: usize) {
     let (k, n) = (b.k, b.n);
     assert!(a.len() >= m * k && c.len() >= m * n, "gemm_packed: buffer shorter than {m}x{k}x{n}");
     if m == 0 || n == 0 {
         return;
     }
     let panels = n.div_ceil(NR);
-    let threads = rayon::current_num_threads();
     let parts = if threads > 1 && m * n * k >= PAR_MIN_WORK / 2 { threads.min(panels) } else { 1 };
     let cp = SendPtr(c.as_mut_ptr());
     let run = |p0: usize, p1: usize| {

@@ -14,7 +14,7 @@
 use crate::cells::{Cell, CellKind, Elman, Gru, Lstm};
 use crate::error::{config_err, shape_err, Error, Result};
 use crate::float::Float;
-use crate::linalg::{add_rows, gemm, gemm_packed, sum_rows_into, Packed, Tr};
+use crate::linalg::{add_rows, gemm, gemm_packed_threads, sum_rows_into, Packed, Tr};
 use crate::params::ParamTable;
 use crate::simd::{dispatch, Kernel};
 use rand::Rng;
@@ -465,56 +465,38 @@ fn forward_cell<F: Float, C: Cell<F>, R: Rng>(
             if !c0.is_empty() {
                 dc.c[..b * h].copy_from_slice(&c0[k..k + b * h]);
             }
-            for s in 0..t_len {
-                let t = time_of(d, s, t_len);
-                let (h_done, h_next) = dc.h.split_at_mut((s + 1) * b * h);
-                let h_prev = &h_done[s * b * h..];
-                let h_next = &mut h_next[..b * h];
-                // One fused product for all gates: gh = h_prev W_hhᵀ + b_hh  [B, H] x [H, G*H],
-                // kept apart (GRU) or added straight into gx (the others).
-                if C::NEEDS_GH {
-                    let gh_s = &mut dc.gh[s * b * g..(s + 1) * b * g];
-                    gemm_packed(b, h_prev, &whh_t, F::zero(), gh_s);
-                    if !b_hh.is_empty() {
-                        add_rows(gh_s, b_hh);
-                    }
-                } else {
-                    gemm_packed(b, h_prev, &whh_t, F::one(), &mut gx[t * b * g..(t + 1) * b * g]);
-                }
-                let (c_prev_all, c_next_all): (&[F], &mut [F]) = if C::HAS_C {
-                    let (a, bb) = dc.c.split_at_mut((s + 1) * b * h);
-                    (&a[s * b * h..], &mut bb[..b * h])
-                } else {
-                    (&[], &mut [])
-                };
-                let act_s = &mut dc.act[s * b * g..(s + 1) * b * g];
-                for r in 0..b {
-                    let hp = &h_prev[r * h..(r + 1) * h];
-                    let (cp, cnx): (&[F], &mut [F]) = if C::HAS_C {
-                        (&c_prev_all[r * h..(r + 1) * h], &mut c_next_all[r * h..(r + 1) * h])
-                    } else {
-                        (&[], &mut [])
-                    };
-                    let hn_r = &mut h_next[r * h..(r + 1) * h];
-                    if t < lengths[r] {
-                        cell.step_forward(
-                            &gx[(t * b + r) * g..(t * b + r + 1) * g],
-                            if C::NEEDS_GH { &dc.gh[(s * b + r) * g..(s * b + r + 1) * g] } else { &zero_g },
-                            hp,
-                            cp,
-                            &mut act_s[r * g..(r + 1) * g],
-                            hn_r,
-                            cnx,
-                        );
-                        let o = (t * b + r) * dh_out + d * h;
-                        out[o..o + h].copy_from_slice(hn_r);
-                    } else {
-                        // Past this sequence's length: the state passes through unchanged.
-                        hn_r.copy_from_slice(hp);
-                        cnx.copy_from_slice(cp);
-                    }
-                }
-            }
+            // Rows of the batch are independent sequences: each block of rows
+            // runs the whole time loop on its own thread (no per-step sync).
+            let cuts = row_cuts(b, b * h * g);
+            let inner = if cuts.len() > 2 { 1 } else { rayon::current_num_threads() };
+            let mut gx_p = split_steps(&mut gx, b, g, &cuts);
+            let mut gh_p = split_steps(&mut dc.gh, b, g, &cuts);
+            let mut act_p = split_steps(&mut dc.act, b, g, &cuts);
+            let mut h_p = split_steps(&mut dc.h, b, h, &cuts);
+            let mut c_p = split_steps(&mut dc.c, b, h, &cuts);
+            let mut out_p = split_steps(&mut out, b, dh_out, &cuts);
+            let jobs: Vec<ForwardRows<C, F>> = (0..cuts.len() - 1)
+                .rev()
+                .map(|p| ForwardRows {
+                    cell,
+                    d,
+                    t_len,
+                    h,
+                    dh_out,
+                    inner,
+                    lengths: &lengths[cuts[p]..cuts[p + 1]],
+                    whh_t: &whh_t,
+                    b_hh,
+                    zero_g: &zero_g,
+                    gx: gx_p.pop().unwrap_or_default(),
+                    gh: gh_p.pop().unwrap_or_default(),
+                    act: act_p.pop().unwrap_or_default(),
+                    hs: h_p.pop().unwrap_or_default(),
+                    cs: c_p.pop().unwrap_or_default(),
+                    out: out_p.pop().unwrap_or_default(),
+                })
+                .collect();
+            run_parts(jobs);
             hn[k..k + b * h].copy_from_slice(&dc.h[t_len * b * h..]);
             if C::HAS_C {
                 cn[k..k + b * h].copy_from_slice(&dc.c[t_len * b * h..]);
@@ -593,65 +575,46 @@ fn backward_cell<F: Float, C: Cell<F>>(
                     dcs.copy_from_slice(&dc_n[k..k + b * h]);
                 }
             }
-            for s in (0..t_len).rev() {
-                let t = time_of(d, s, t_len);
-                let (mut running, mut norm_sum) = (0usize, 0.0f64);
-                let act_s = &dcache.act[s * b * g..(s + 1) * b * g];
-                let gh_s: &[F] = if C::NEEDS_GH { &dcache.gh[s * b * g..(s + 1) * b * g] } else { &[] };
-                let h_prev = &dcache.h[s * b * h..(s + 1) * b * h];
-                let h_cur = &dcache.h[(s + 1) * b * h..(s + 2) * b * h];
-                let dgh_s = &mut dgh[s * b * g..(s + 1) * b * g];
-                let dgx_t = &mut dgx[t * b * g..(t + 1) * b * g];
-                for r in 0..b {
-                    let rh = r * h..(r + 1) * h;
-                    let rg = r * g..(r + 1) * g;
-                    if t < lengths[r] {
-                        // out[t] = h_s: its gradient joins the one carried from step s+1.
-                        let o = (t * b + r) * dh_out + d * h;
-                        for (v, g) in dh[rh.clone()].iter_mut().zip(&dlayer[o..o + h]) {
-                            *v += *g;
-                        }
-                        let dh_r = &dh[rh.clone()];
-                        let norm = crate::linalg::dot(dh_r, dh_r).to_f64().unwrap_or(f64::NAN);
-                        running += 1;
-                        norm_sum += norm.sqrt();
-                        let (cp, cc): (&[F], &[F]) = if C::HAS_C {
-                            (
-                                &dcache.c[s * b * h + r * h..s * b * h + (r + 1) * h],
-                                &dcache.c[(s + 1) * b * h + r * h..(s + 1) * b * h + (r + 1) * h],
-                            )
-                        } else {
-                            (&[], &[])
-                        };
-                        let dcr: &mut [F] = if C::HAS_C { &mut dcs[rh.clone()] } else { &mut [] };
-                        cell.step_backward(
-                            &act_s[rg.clone()],
-                            if C::NEEDS_GH { &gh_s[rg.clone()] } else { &[] },
-                            &h_prev[rh.clone()],
-                            cp,
-                            &h_cur[rh.clone()],
-                            cc,
-                            &dh[rh.clone()],
-                            dcr,
-                            &mut dgx_t[rg.clone()],
-                            &mut dgh_s[rg.clone()],
-                            &mut dhp[rh],
-                        );
-                    } else {
-                        // The state passed through unchanged: so does its gradient.
-                        dgx_t[rg.clone()].iter_mut().for_each(|v| *v = F::zero());
-                        dgh_s[rg].iter_mut().for_each(|v| *v = F::zero());
-                        dhp[rh.clone()].copy_from_slice(&dh[rh]);
-                    }
-                }
-                dh_norms[(l * nd + d) * t_len + t] = if running > 0 { norm_sum / running as f64 } else { 0.0 };
-                // gh = h_prev W_hhᵀ  =>  dh_prev += dgh W_hh   [B, G*H] x [G*H, H]
-                gemm_packed(b, dgh_s, &whh, F::one(), &mut dhp);
-                std::mem::swap(&mut dh, &mut dhp);
-            }
-            dh0[k..k + b * h].copy_from_slice(&dh);
-            if C::HAS_C {
-                dc0[k..k + b * h].copy_from_slice(&dcs);
+            let cuts = row_cuts(b, b * h * g);
+            let inner = if cuts.len() > 2 { 1 } else { rayon::current_num_threads() };
+            let mut dgx_p = split_steps(&mut dgx, b, g, &cuts);
+            let mut dgh_p = split_steps(&mut dgh, b, g, &cuts);
+            let mut dh_p = split_steps(&mut dh, b, h, &cuts);
+            let mut dhp_p = split_steps(&mut dhp, b, h, &cuts);
+            let mut dcs_p = split_steps(&mut dcs, b, h, &cuts);
+            let mut dh0_p = split_steps(&mut dh0[k..k + b * h], b, h, &cuts);
+            let mut dc0_p = split_steps(if C::HAS_C { &mut dc0[k..k + b * h] } else { &mut [] }, b, h, &cuts);
+            let mut norms = vec![(0.0f64, 0usize); (cuts.len() - 1) * t_len];
+            let mut norms_p: Vec<&mut [(f64, usize)]> = norms.chunks_mut(t_len).collect();
+            let jobs: Vec<BackwardRows<C, F>> = (0..cuts.len() - 1)
+                .rev()
+                .map(|p| BackwardRows {
+                    cell,
+                    d,
+                    t_len,
+                    b,
+                    h,
+                    dh_out,
+                    inner,
+                    r0: cuts[p],
+                    lengths: &lengths[cuts[p]..cuts[p + 1]],
+                    whh: &whh,
+                    dcache,
+                    dlayer: &dlayer,
+                    dgx: dgx_p.pop().unwrap_or_default(),
+                    dgh: dgh_p.pop().unwrap_or_default(),
+                    dh: take1(&mut dh_p),
+                    dhp: take1(&mut dhp_p),
+                    dc: take1(&mut dcs_p),
+                    dh0: take1(&mut dh0_p),
+                    dc0: take1(&mut dc0_p),
+                    norms: norms_p.pop().unwrap_or_default(),
+                })
+                .collect();
+            run_parts(jobs);
+            for t in 0..t_len {
+                let (sum, n) = norms.iter().skip(t).step_by(t_len).fold((0.0, 0), |a, v| (a.0 + v.0, a.1 + v.1));
+                dh_norms[(l * nd + d) * t_len + t] = if n > 0 { sum / n as f64 } else { 0.0 };
             }
             // Weight gradients: one product each over all steps.
             let [dw_ih, dw_hh, db_ih, db_hh] = table.views_mut(grads, [dp.w_ih, dp.w_hh, dp.b_ih, dp.b_hh]);
@@ -681,4 +644,266 @@ fn backward_cell<F: Float, C: Cell<F>>(
         }
     }
     Ok(RnnInputGrads { dx, dh0, dc0, dh_norms })
+}
+
+/// Row cut points [0, .., B] splitting the batch into one block per thread
+/// of the current pool, in multiples of 8 rows (the micro-kernel's row
+/// block) when possible; one block when the per-step work is too small to
+/// pay for a second thread.
+fn row_cuts(b: usize, step_work: usize) -> Vec<usize> {
+    let threads = rayon::current_num_threads();
+    let parts = if threads > 1 && step_work >= 1 << 15 { threads.min(b) } else { 1 };
+    let unit = if b >= 8 * parts { 8 } else { 1 };
+    let mut cuts = vec![0];
+    for p in 1..parts {
+        let c = (b * p / parts).div_ceil(unit) * unit;
+        if c > *cuts.last().unwrap_or(&0) && c < b {
+            cuts.push(c);
+        }
+    }
+    cuts.push(b);
+    cuts
+}
+
+/// Cuts every step [B, W] of `buf` [S, B, W] into the row blocks of `cuts`:
+/// result [block][step]. An empty buffer gives empty lists.
+fn split_steps<'a, F>(buf: &'a mut [F], b: usize, w: usize, cuts: &[usize]) -> Vec<Vec<&'a mut [F]>> {
+    let parts = cuts.len() - 1;
+    let mut out: Vec<Vec<&'a mut [F]>> = (0..parts).map(|_| Vec::new()).collect();
+    if buf.is_empty() || b * w == 0 {
+        return out;
+    }
+    for step in buf.chunks_exact_mut(b * w) {
+        let mut rest = step;
+        for (p, o) in out.iter_mut().enumerate() {
+            let (a, r) = rest.split_at_mut((cuts[p + 1] - cuts[p]) * w);
+            o.push(a);
+            rest = r;
+        }
+    }
+    out
+}
+
+/// The last one-step block of `split_steps` (or an empty slice).
+fn take1<'a, F>(v: &mut Vec<Vec<&'a mut [F]>>) -> &'a mut [F] {
+    v.pop().and_then(|mut s| s.pop()).unwrap_or_default()
+}
+
+/// Runs the row blocks, each compiled for the CPU's vector instructions,
+/// the first on this thread and the others on the pool (`rayon::join`).
+fn run_parts<K: Kernel<Output = ()> + Send>(mut jobs: Vec<K>) {
+    fn go<K: Kernel<Output = ()> + Send>(jobs: &mut Vec<K>) {
+        match jobs.len() {
+            0 => {}
+            1 => dispatch(jobs.pop().expect("one job")),
+            n => {
+                let mut rest = jobs.split_off(n / 2);
+                rayon::join(|| go(jobs), || go(&mut rest));
+            }
+        }
+    }
+    go(&mut jobs);
+}
+
+/// One block of rows of one (layer, direction), forward over all steps.
+/// Per-step lists hold this block's rows: `gx`, `out` by time t; `gh`,
+/// `act` by processing step s; `h`, `c` by s with T+1 entries.
+struct ForwardRows<'a, C, F> {
+    cell: C,
+    d: usize,
+    t_len: usize,
+    h: usize,
+    dh_out: usize,
+    /// Threads for the products inside the block (1 when blocks run in parallel).
+    inner: usize,
+    /// [rows]
+    lengths: &'a [usize],
+    /// W_hhᵀ packed [H, G*H]
+    whh_t: &'a Packed<F>,
+    /// [G*H] or empty
+    b_hh: &'a [F],
+    /// [G*H] zeros (cells without NEEDS_GH)
+    zero_g: &'a [F],
+    /// [T][rows, G*H]
+    gx: Vec<&'a mut [F]>,
+    /// [T][rows, G*H] (GRU) or empty
+    gh: Vec<&'a mut [F]>,
+    /// [T][rows, G*H]
+    act: Vec<&'a mut [F]>,
+    /// [T+1][rows, H]
+    hs: Vec<&'a mut [F]>,
+    /// [T+1][rows, H] (LSTM) or empty
+    cs: Vec<&'a mut [F]>,
+    /// [T][rows, D*H]
+    out: Vec<&'a mut [F]>,
+}
+
+impl<C: Cell<F>, F: Float> Kernel for ForwardRows<'_, C, F> {
+    type Output = ();
+    #[inline(always)]
+    fn run(mut self) {
+        let (h, m) = (self.h, self.lengths.len());
+        let g = C::GATES * h;
+        for s in 0..self.t_len {
+            let t = time_of(self.d, s, self.t_len);
+            let (h_lo, h_hi) = self.hs.split_at_mut(s + 1);
+            let (h_prev, h_next) = (&*h_lo[s], &mut *h_hi[0]);
+            // One fused product for all gates: gh = h_prev W_hhᵀ + b_hh  [rows, H] x [H, G*H],
+            // kept apart (GRU) or added straight into gx (the others).
+            if C::NEEDS_GH {
+                gemm_packed_threads(m, h_prev, self.whh_t, F::zero(), self.gh[s], self.inner);
+                if !self.b_hh.is_empty() {
+                    add_rows(self.gh[s], self.b_hh);
+                }
+            } else {
+                gemm_packed_threads(m, h_prev, self.whh_t, F::one(), self.gx[t], self.inner);
+            }
+            let (c_prev, c_next): (&[F], &mut [F]) = if C::HAS_C {
+                let (lo, hi) = self.cs.split_at_mut(s + 1);
+                (&*lo[s], &mut *hi[0])
+            } else {
+                (&[], &mut [])
+            };
+            let (gx_t, act_s, out_t) = (&*self.gx[t], &mut *self.act[s], &mut *self.out[t]);
+            for r in 0..m {
+                let rh = r * h..(r + 1) * h;
+                let (cp, cnx): (&[F], &mut [F]) =
+                    if C::HAS_C { (&c_prev[rh.clone()], &mut c_next[rh.clone()]) } else { (&[], &mut []) };
+                if t < self.lengths[r] {
+                    let gh_r: &[F] = if C::NEEDS_GH { &self.gh[s][r * g..(r + 1) * g] } else { self.zero_g };
+                    cell_forward(
+                        self.cell,
+                        &gx_t[r * g..(r + 1) * g],
+                        gh_r,
+                        &h_prev[rh.clone()],
+                        cp,
+                        &mut act_s[r * g..(r + 1) * g],
+                        &mut h_next[rh.clone()],
+                        cnx,
+                    );
+                    let o = r * self.dh_out + self.d * h;
+                    out_t[o..o + h].copy_from_slice(&h_next[rh]);
+                } else {
+                    // Past this sequence's length: the state passes through unchanged.
+                    h_next[rh.clone()].copy_from_slice(&h_prev[rh]);
+                    cnx.copy_from_slice(cp);
+                }
+            }
+        }
+    }
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn cell_forward<F: Float, C: Cell<F>>(
+    cell: C,
+    gx: &[F],
+    gh: &[F],
+    h_prev: &[F],
+    c_prev: &[F],
+    act: &mut [F],
+    h: &mut [F],
+    c: &mut [F],
+) {
+    cell.step_forward(gx, gh, h_prev, c_prev, act, h, c)
+}
+
+/// One block of rows [r0, r0 + rows) of one (layer, direction), backward
+/// over all steps. Reads the whole cache; writes only its rows.
+struct BackwardRows<'a, C, F> {
+    cell: C,
+    d: usize,
+    t_len: usize,
+    /// B of the whole batch (cache strides)
+    b: usize,
+    h: usize,
+    dh_out: usize,
+    inner: usize,
+    r0: usize,
+    /// [rows]
+    lengths: &'a [usize],
+    /// W_hh packed [G*H, H]
+    whh: &'a Packed<F>,
+    dcache: &'a DirCache<F>,
+    /// dL/d(layer output) [T, B, D*H]
+    dlayer: &'a [F],
+    /// [T][rows, G*H] by time t
+    dgx: Vec<&'a mut [F]>,
+    /// [T][rows, G*H] by processing step s
+    dgh: Vec<&'a mut [F]>,
+    /// dL/dh carried backwards, its next value, dL/dc [rows, H]
+    dh: &'a mut [F],
+    dhp: &'a mut [F],
+    dc: &'a mut [F],
+    /// Outputs dL/dh0, dL/dc0 [rows, H]
+    dh0: &'a mut [F],
+    dc0: &'a mut [F],
+    /// (sum of ||dL/dh_t||, sequences counted) [T] by time t
+    norms: &'a mut [(f64, usize)],
+}
+
+impl<C: Cell<F>, F: Float> Kernel for BackwardRows<'_, C, F> {
+    type Output = ();
+    #[inline(always)]
+    fn run(mut self) {
+        let (b, h, m, r0) = (self.b, self.h, self.lengths.len(), self.r0);
+        let g = C::GATES * h;
+        let dc = self.dcache;
+        for s in (0..self.t_len).rev() {
+            let t = time_of(self.d, s, self.t_len);
+            let (mut running, mut norm_sum) = (0usize, 0.0f64);
+            let row_g = |step: usize| (step * b + r0) * g..(step * b + r0 + m) * g;
+            let act_s = &dc.act[row_g(s)];
+            let gh_s: &[F] = if C::NEEDS_GH { &dc.gh[row_g(s)] } else { &[] };
+            let rows_h = |step: usize| (step * b + r0) * h..(step * b + r0 + m) * h;
+            let (h_prev, h_cur) = (&dc.h[rows_h(s)], &dc.h[rows_h(s + 1)]);
+            let (c_prev, c_cur): (&[F], &[F]) =
+                if C::HAS_C { (&dc.c[rows_h(s)], &dc.c[rows_h(s + 1)]) } else { (&[], &[]) };
+            let (dgx_t, dgh_s) = (&mut *self.dgx[t], &mut *self.dgh[s]);
+            for r in 0..m {
+                let (rh, rg) = (r * h..(r + 1) * h, r * g..(r + 1) * g);
+                if t < self.lengths[r] {
+                    // out[t] = h_s: its gradient joins the one carried from step s+1.
+                    let o = (t * b + r0 + r) * self.dh_out + self.d * h;
+                    for (v, gv) in self.dh[rh.clone()].iter_mut().zip(&self.dlayer[o..o + h]) {
+                        *v += *gv;
+                    }
+                    let dh_r = &self.dh[rh.clone()];
+                    running += 1;
+                    norm_sum += crate::linalg::dot(dh_r, dh_r).to_f64().unwrap_or(f64::NAN).sqrt();
+                    let (cp, cc, dcr): (&[F], &[F], &mut [F]) = if C::HAS_C {
+                        (&c_prev[rh.clone()], &c_cur[rh.clone()], &mut self.dc[rh.clone()])
+                    } else {
+                        (&[], &[], &mut [])
+                    };
+                    self.cell.step_backward(
+                        &act_s[rg.clone()],
+                        if C::NEEDS_GH { &gh_s[rg.clone()] } else { &[] },
+                        &h_prev[rh.clone()],
+                        cp,
+                        &h_cur[rh.clone()],
+                        cc,
+                        &self.dh[rh.clone()],
+                        dcr,
+                        &mut dgx_t[rg.clone()],
+                        &mut dgh_s[rg.clone()],
+                        &mut self.dhp[rh],
+                    );
+                } else {
+                    // The state passed through unchanged: so does its gradient.
+                    dgx_t[rg.clone()].iter_mut().for_each(|v| *v = F::zero());
+                    dgh_s[rg].iter_mut().for_each(|v| *v = F::zero());
+                    self.dhp[rh.clone()].copy_from_slice(&self.dh[rh]);
+                }
+            }
+            self.norms[t] = (norm_sum, running);
+            // gh = h_prev W_hhᵀ  =>  dh_prev += dgh W_hh   [rows, G*H] x [G*H, H]
+            gemm_packed_threads(m, dgh_s, self.whh, F::one(), self.dhp, self.inner);
+            std::mem::swap(&mut self.dh, &mut self.dhp);
+        }
+        self.dh0.copy_from_slice(self.dh);
+        if C::HAS_C {
+            self.dc0.copy_from_slice(self.dc);
+        }
+    }
 }

@@ -118,3 +118,47 @@ fn streaming_steps_equal_a_whole_sequence() {
         }
     }
 }
+
+/// Rows of a batch run on separate threads when the pool has several: the
+/// loss, outputs and every gradient are the same with 1, 2 and 3 threads
+/// (ragged, bidirectional, 2 layers; B not a multiple of the row blocks).
+#[test]
+fn row_blocks_on_threads_give_the_same_results() {
+    use recurrent::Targets;
+    for (n, cell) in ALL_CELLS.into_iter().enumerate() {
+        let (b, i, h, t) = (19, 5, 40, 6);
+        let cfg = model_cfg(cell, i, h, 2, true, HeadKind::Every, 2, LossKind::Mse);
+        let model = random_model(cfg, n as u64 + 300, 0.3);
+        let mut r = rng(n as u64 + 301);
+        let x = randn_vec(&mut r, t * b * i, 1.0);
+        let y = randn_vec(&mut r, t * b * 2, 1.0);
+        let lengths: Vec<usize> = (0..b).map(|k| 1 + (k * 7 + 2) % t).collect();
+        let run = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            pool.install(|| {
+                let batch = Batch {
+                    input: SeqInput::Dense(&x),
+                    batch: b,
+                    seq_len: t,
+                    batch_first: true,
+                    lengths: Some(&lengths),
+                };
+                let mut grads = vec![0.0; model.num_params()];
+                let (loss, out) =
+                    model.loss_and_grad::<Rng64>(&batch, Targets::Real(&y), None, &mut grads, None).unwrap();
+                (loss, out.y, grads)
+            })
+        };
+        let (l1, y1, g1) = run(1);
+        for threads in [2, 3] {
+            let (l, yv, g) = run(threads);
+            assert!((l - l1).abs() <= 1e-14 * l1.abs(), "{cell:?} {threads} threads: loss {l} vs {l1}");
+            for (what, a, w) in [("y", &yv, &y1), ("grads", &g, &g1)] {
+                let scale = w.iter().fold(1e-300f64, |m, v| m.max(v.abs()));
+                for (k, (p, q)) in a.iter().zip(w.iter()).enumerate() {
+                    assert!((p - q).abs() <= 1e-13 * scale, "{cell:?} {threads} threads: {what}[{k}] {p} vs {q}");
+                }
+            }
+        }
+    }
+}
