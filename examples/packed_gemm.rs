@@ -57,5 +57,31 @@ fn main() {
                 flops / t_packed / 1e9
             );
         }
+        // The weight-gradient products of the backward pass: dW = dGᵀ X over all T*B rows,
+        // with dG [T*B, G*H] stored as is and used transposed (matrixmultiply only).
+        println!("{:>22} {:>10} {:>10}", "m x k x n (Aᵀ)", "gemm us", "GFLOP/s");
+        for (what, m, k, n) in [
+            ("S dW_hh", 512, 1600, 128),
+            ("M dW_hh", 1024, 6400, 256),
+            ("L dW_hh", 4096, 3200, 1024),
+            ("LM dW_hh", 2048, 3200, 512),
+        ] {
+            let a: Vec<f32> = (0..m * k).map(|i| ((i * 7 % 13) as f32 - 6.0) * 0.01).collect();
+            let x: Vec<f32> = (0..k * n).map(|i| ((i * 5 % 11) as f32 - 5.0) * 0.01).collect();
+            let mut c = vec![0.0f32; m * n];
+            let reps = (2e8 / (2.0 * (m * k * n) as f64)).clamp(3.0, 2000.0) as usize;
+            let t = time(|| gemm(m, k, n, 1.0, &a, Tr::T, &x, Tr::N, 1.0, &mut c), reps);
+            println!("{what:>10} {m:>4}x{k:>4}x{n:>4} {:>10.1} {:>10.1}", t * 1e6, 2.0 * (m * k * n) as f64 / t / 1e9);
+        }
+        // Peak: a large square product (the roofline's compute ceiling).
+        let s = 1536;
+        let a: Vec<f32> = (0..s * s).map(|i| ((i * 7 % 13) as f32 - 6.0) * 0.01).collect();
+        let mut c = vec![0.0f32; s * s];
+        let t = time(|| gemm(s, s, s, 1.0, &a, Tr::N, &a, Tr::N, 0.0, &mut c), 3);
+        let mut p = Packed::new();
+        p.pack(s, s, &a, Tr::N);
+        let tp = time(|| gemm_packed(s, &a, &p, 0.0, &mut c), 3);
+        let f = 2.0 * (s * s * s) as f64;
+        println!("peak {s}^3: matrixmultiply {:.1} GFLOP/s, packed kernel {:.1} GFLOP/s", f / t / 1e9, f / tp / 1e9);
     });
 }

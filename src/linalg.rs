@@ -434,12 +434,16 @@ mod avx512 {
     ) {
         debug_assert!(a.len() >= (R - 1) * lda + k && panel.len() >= k * NR);
         let mut acc = [[_mm512_setzero_ps(); 2]; R];
-        let (ap, bp) = (a.as_ptr(), panel.as_ptr());
-        for p in 0..k {
-            let b0 = _mm512_loadu_ps(bp.add(p * NR));
-            let b1 = _mm512_loadu_ps(bp.add(p * NR + 16));
-            for (r, acc_r) in acc.iter_mut().enumerate() {
-                let av = _mm512_set1_ps(*ap.add(r * lda + p));
+        let (ap, mut bp) = (a.as_ptr(), panel.as_ptr());
+        // One pointer per row of A, advanced with k: no index arithmetic in the loop.
+        let mut rows: [*const f32; R] = std::array::from_fn(|r| ap.add(r * lda));
+        for _ in 0..k {
+            let b0 = _mm512_loadu_ps(bp);
+            let b1 = _mm512_loadu_ps(bp.add(16));
+            bp = bp.add(NR);
+            for (acc_r, row) in acc.iter_mut().zip(rows.iter_mut()) {
+                let av = _mm512_set1_ps(**row);
+                *row = row.add(1);
                 acc_r[0] = _mm512_fmadd_ps(av, b0, acc_r[0]);
                 acc_r[1] = _mm512_fmadd_ps(av, b1, acc_r[1]);
             }

@@ -74,7 +74,7 @@ pub fn forecast_series(model: &Model<f32>, ex: &Examples, norm: &Norm, batch: us
     let idx: Vec<usize> = (0..ex.len()).collect();
     for chunk in idx.chunks(batch.max(1)) {
         let bb = make_batch(ex, chunk);
-        let (out, _) = model.forward::<ChaCha8Rng>(&bb.batch(), None, None)?;
+        let out = model.predict(&bb.batch(), None)?;
         for r in 0..bb.b {
             actual.push(bb.real[r * o] as f64 * norm.std[0] + norm.mean[0]);
             forecast.push(out.y[r * o] as f64 * norm.std[0] + norm.mean[0]);
@@ -315,7 +315,7 @@ pub fn predict(l: &Loaded, path: &Path, batch: usize) -> Result<String> {
             let o = l.model.cfg.out_size;
             for chunk in idx.chunks(batch.max(1)) {
                 let bb = make_batch(&ex, chunk);
-                let (y, _) = l.model.forward::<ChaCha8Rng>(&bb.batch(), None, None)?;
+                let y = l.model.predict(&bb.batch(), None)?;
                 for (r, &i) in chunk.iter().enumerate() {
                     let end = ends[i];
                     out.push_str(&dates.as_ref().map_or(end.to_string(), |d| d[end].clone()));
@@ -338,7 +338,7 @@ pub fn predict(l: &Loaded, path: &Path, batch: usize) -> Result<String> {
             let o = l.model.cfg.out_size;
             for chunk in idx.chunks(batch.max(1)) {
                 let bb = make_batch(&ex, chunk);
-                let (y, _) = l.model.forward::<ChaCha8Rng>(&bb.batch(), None, None)?;
+                let y = l.model.predict(&bb.batch(), None)?;
                 for (r, &i) in chunk.iter().enumerate() {
                     let row = &y.y[r * o..(r + 1) * o];
                     let arg = row.iter().enumerate().fold(0, |b, (j, v)| if *v > row[b] { j } else { b });
@@ -380,7 +380,7 @@ pub fn generate(l: &Loaded, prompt: &str, length: usize, temperature: f64, top_k
     for _ in 0..length {
         let batch =
             Batch { input: SeqInput::Tokens(&feed), batch: 1, seq_len: feed.len(), batch_first: true, lengths: None };
-        let (y, _) = l.model.forward::<ChaCha8Rng>(&batch, Some(&state), None)?;
+        let y = l.model.predict(&batch, Some(&state))?;
         state = y.state;
         let logits = &y.y[(feed.len() - 1) * o..feed.len() * o];
         let mut order: Vec<usize> = (0..o).collect();
