@@ -544,7 +544,11 @@ fn backward_cell<F: Float, C: Cell<F>>(
     let mut dc0 = if C::HAS_C { vec![F::zero(); state_len] } else { Vec::new() };
     // Workspaces sized once.
     let mut dgx = vec![F::zero(); t_len * b * g]; // [T, B, G*H], time order
-    let mut dgh = vec![F::zero(); t_len * b * g]; // [T, B, G*H], processing order
+                                                  // [T, B, G*H] in processing order; only cells with NEEDS_GH have a dgh
+                                                  // apart from dgx (for the others the two are equal).
+    let mut dgh = vec![F::zero(); if C::NEEDS_GH { t_len * b * g } else { 0 }];
+    // Reverse direction of such cells: the states before each step in time order [T, B, H].
+    let mut h_rev: Vec<F> = Vec::new();
     let mut dh = vec![F::zero(); b * h]; // dL/dh_s carried backwards [B, H]
     let mut dhp = vec![F::zero(); b * h]; // dL/dh_{s-1} being assembled [B, H]
     let mut dcs = vec![F::zero(); if C::HAS_C { b * h } else { 0 }];
@@ -621,10 +625,23 @@ fn backward_cell<F: Float, C: Cell<F>>(
             // gx = X W_ihᵀ  =>  dW_ih += dgxᵀ X   [G*H, T*B] x [T*B, I]
             gemm(g, t_len * b, i_l, F::one(), &dgx, Tr::T, x_l, Tr::N, F::one(), dw_ih);
             // gh_s = h_{s-1} W_hhᵀ  =>  dW_hh += dghᵀ H_prev   [G*H, T*B] x [T*B, H]
-            gemm(g, t_len * b, h, F::one(), &dgh, Tr::T, &dcache.h[..t_len * b * h], Tr::N, F::one(), dw_hh);
+            if C::NEEDS_GH {
+                gemm(g, t_len * b, h, F::one(), &dgh, Tr::T, &dcache.h[..t_len * b * h], Tr::N, F::one(), dw_hh);
+            } else if d == 0 {
+                // dgh = dgx, and time order is processing order.
+                gemm(g, t_len * b, h, F::one(), &dgx, Tr::T, &dcache.h[..t_len * b * h], Tr::N, F::one(), dw_hh);
+            } else {
+                // dgh = dgx in time order: pair it with the states in time order.
+                h_rev.resize(t_len * b * h, F::zero());
+                for (t, dst) in h_rev.chunks_exact_mut(b * h).enumerate() {
+                    let s = time_of(d, t, t_len);
+                    dst.copy_from_slice(&dcache.h[s * b * h..(s + 1) * b * h]);
+                }
+                gemm(g, t_len * b, h, F::one(), &dgx, Tr::T, &h_rev, Tr::N, F::one(), dw_hh);
+            }
             if cfg.bias {
                 sum_rows_into(db_ih, &dgx);
-                sum_rows_into(db_hh, &dgh);
+                sum_rows_into(db_hh, if C::NEEDS_GH { &dgh } else { &dgx });
             }
             if need_dx {
                 // dX += dgx W_ih   [T*B, G*H] x [G*H, I]
@@ -859,7 +876,8 @@ impl<C: Cell<F>, F: Float> Kernel for BackwardRows<'_, C, F> {
             let (h_prev, h_cur) = (&dc.h[rows_h(s)], &dc.h[rows_h(s + 1)]);
             let (c_prev, c_cur): (&[F], &[F]) =
                 if C::HAS_C { (&dc.c[rows_h(s)], &dc.c[rows_h(s + 1)]) } else { (&[], &[]) };
-            let (dgx_t, dgh_s) = (&mut *self.dgx[t], &mut *self.dgh[s]);
+            let dgx_t = &mut *self.dgx[t];
+            let dgh_s: &mut [F] = if C::NEEDS_GH { &mut *self.dgh[s] } else { &mut [] };
             for r in 0..m {
                 let (rh, rg) = (r * h..(r + 1) * h, r * g..(r + 1) * g);
                 if t < self.lengths[r] {
@@ -886,19 +904,22 @@ impl<C: Cell<F>, F: Float> Kernel for BackwardRows<'_, C, F> {
                         &self.dh[rh.clone()],
                         dcr,
                         &mut dgx_t[rg.clone()],
-                        &mut dgh_s[rg.clone()],
+                        if C::NEEDS_GH { &mut dgh_s[rg.clone()] } else { &mut [] },
                         &mut self.dhp[rh],
                     );
                 } else {
                     // The state passed through unchanged: so does its gradient.
                     dgx_t[rg.clone()].iter_mut().for_each(|v| *v = F::zero());
-                    dgh_s[rg].iter_mut().for_each(|v| *v = F::zero());
+                    if C::NEEDS_GH {
+                        dgh_s[rg].iter_mut().for_each(|v| *v = F::zero());
+                    }
                     self.dhp[rh.clone()].copy_from_slice(&self.dh[rh]);
                 }
             }
             self.norms[t] = (norm_sum, running);
             // gh = h_prev W_hhᵀ  =>  dh_prev += dgh W_hh   [rows, G*H] x [G*H, H]
-            gemm_packed_threads(m, dgh_s, self.whh, F::one(), self.dhp, self.inner);
+            let dgh_rows: &[F] = if C::NEEDS_GH { dgh_s } else { dgx_t };
+            gemm_packed_threads(m, dgh_rows, self.whh, F::one(), self.dhp, self.inner);
             std::mem::swap(&mut self.dh, &mut self.dhp);
         }
         self.dh0.copy_from_slice(self.dh);

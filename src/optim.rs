@@ -133,6 +133,15 @@ impl<F: Float> Optimizer<F> {
         let n = self.slots[0].len();
         check_len("params", params.len(), n, "[number of parameters]")?;
         check_len("grads", grads.len(), n, "[number of parameters]")?;
+        // The update loops, compiled for the CPU's vector instructions.
+        crate::simd::dispatch(Update { opt: self, params, grads });
+        Ok(())
+    }
+
+    #[inline(always)]
+    fn update(&mut self, params: &mut [F], grads: &[F]) {
+        let n = self.slots[0].len();
+        let (params, grads) = (&mut params[..n], &grads[..n]);
         self.step += 1;
         let t = self.step as f64;
         let lr = F::of(self.lr);
@@ -188,6 +197,7 @@ impl<F: Float> Optimizer<F> {
                 let bc2_sqrt = F::of((1.0 - beta2.powf(t)).sqrt());
                 let step_size = F::of(self.lr / bc1);
                 let [m, v, vmax] = &mut self.slots[..] else { unreachable!("adam has three slots") };
+                let (m, v) = (&mut m[..n], &mut v[..n]);
                 for k in 0..n {
                     let mut g = grads[k];
                     if decoupled {
@@ -207,7 +217,21 @@ impl<F: Float> Optimizer<F> {
                 }
             }
         }
-        Ok(())
+    }
+}
+
+/// `Optimizer::update` as a `simd::Kernel`.
+struct Update<'a, F> {
+    opt: &'a mut Optimizer<F>,
+    params: &'a mut [F],
+    grads: &'a [F],
+}
+
+impl<F: Float> crate::simd::Kernel for Update<'_, F> {
+    type Output = ();
+    #[inline(always)]
+    fn run(self) {
+        self.opt.update(self.params, self.grads)
     }
 }
 

@@ -38,11 +38,11 @@ impl<F: Float> Cell<F> for Elman {
         dh: &[F],
         _dc: &mut [F],
         dgx: &mut [F],
-        dgh: &mut [F],
+        _dgh: &mut [F],
         dh_prev: &mut [F],
     ) {
         let n = h.len();
-        let (dh, dgx, dgh, dh_prev) = (&dh[..n], &mut dgx[..n], &mut dgh[..n], &mut dh_prev[..n]);
+        let (dh, dgx, dh_prev) = (&dh[..n], &mut dgx[..n], &mut dh_prev[..n]);
         for j in 0..n {
             // h = tanh(pre)  =>  dpre = dh * (1 - h^2);  h = relu(pre)  =>  dpre = dh * [h > 0]
             let d = if self.relu {
@@ -54,8 +54,8 @@ impl<F: Float> Cell<F> for Elman {
             } else {
                 dh[j] * (F::one() - h[j] * h[j])
             };
+            // pre = gx + gh: dgh equals dgx, which the network uses for both (NEEDS_GH is false).
             dgx[j] = d;
-            dgh[j] = d;
             dh_prev[j] = F::zero();
         }
     }

@@ -65,7 +65,7 @@ impl<F: Float> Cell<F> for Lstm {
         dh: &[F],
         dc: &mut [F],
         dgx: &mut [F],
-        dgh: &mut [F],
+        _dgh: &mut [F],
         dh_prev: &mut [F],
     ) {
         let n = h.len();
@@ -90,9 +90,7 @@ impl<F: Float> Cell<F> for Lstm {
             do_[j] = dout * o * (F::one() - o);
             dh_prev[j] = F::zero();
         }
-        // pre = gx + gh: both pre-activations get the same gradient.
-        let g4 = 4 * n;
-        dgh[..g4].copy_from_slice(&dgx[..g4]);
+        // pre = gx + gh: dgh equals dgx, which the network uses for both (NEEDS_GH is false).
     }
 
     #[inline]

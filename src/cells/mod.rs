@@ -93,8 +93,10 @@ pub trait Cell<F: Float>: Copy + Send + Sync {
 
     /// Differentiates `step_forward`. Takes dL/dh [H] and dL/dc [H] (in
     /// `dc`, replaced by dL/dc_prev), writes the gradients of the two
-    /// pre-activations `dgx`, `dgh` [G*H], and the part of dL/dh_prev that
-    /// does not flow through W_hh (`dh_prev` [H], overwritten).
+    /// pre-activations `dgx`, `dgh` [G*H] (`dgh` only when `NEEDS_GH`: for
+    /// the other cells it equals `dgx`, may be empty and is not touched),
+    /// and the part of dL/dh_prev that does not flow through W_hh
+    /// (`dh_prev` [H], overwritten).
     #[allow(clippy::too_many_arguments)]
     fn step_backward(
         &self,
