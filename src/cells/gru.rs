@@ -6,7 +6,7 @@
 //! The reset gate multiplies the recurrent product *including* its bias, as
 //! PyTorch computes it, so `gh` (W_hh h + b_hh) is kept for the backward pass.
 
-use super::{blocks, blocks_mut, Cell};
+use super::{blocks3, blocks3_mut, Cell};
 use crate::float::Float;
 
 /// GRU gate blocks in the row order of `weight_ih` / `weight_hh`.
@@ -37,9 +37,9 @@ impl<F: Float> Cell<F> for Gru {
     fn step_forward(&self, gx: &[F], gh: &[F], h_prev: &[F], _c_prev: &[F], act: &mut [F], h: &mut [F], _c: &mut [F]) {
         let m = h.len();
         // Blocks in GruGate order (R, Z, N), each of length m.
-        let [xr, xz, xn, _] = blocks(&gx[GruGate::R.offset(m)..], m);
-        let [hr, hz, hn, _] = blocks(&gh[GruGate::R.offset(m)..], m);
-        let [ar, az, an, _] = blocks_mut(&mut act[GruGate::R.offset(m)..], m);
+        let [xr, xz, xn] = blocks3(&gx[GruGate::R.offset(m)..], m);
+        let [hr, hz, hn] = blocks3(&gh[GruGate::R.offset(m)..], m);
+        let [ar, az, an] = blocks3_mut(&mut act[GruGate::R.offset(m)..], m);
         let h_prev = &h_prev[..m];
         for j in 0..m {
             let r = (xr[j] + hr[j]).sigmoid();
@@ -68,10 +68,10 @@ impl<F: Float> Cell<F> for Gru {
         dh_prev: &mut [F],
     ) {
         let m = h.len();
-        let [ar, az, an, _] = blocks(&act[GruGate::R.offset(m)..], m);
-        let [_, _, ghn, _] = blocks(&gh[GruGate::R.offset(m)..], m);
-        let [xr, xz, xn, _] = blocks_mut(&mut dgx[GruGate::R.offset(m)..], m);
-        let [hr, hz, hn, _] = blocks_mut(&mut dgh[GruGate::R.offset(m)..], m);
+        let [ar, az, an] = blocks3(&act[GruGate::R.offset(m)..], m);
+        let [_, _, ghn] = blocks3(&gh[GruGate::R.offset(m)..], m);
+        let [xr, xz, xn] = blocks3_mut(&mut dgx[GruGate::R.offset(m)..], m);
+        let [hr, hz, hn] = blocks3_mut(&mut dgh[GruGate::R.offset(m)..], m);
         let (h_prev, dh, dh_prev) = (&h_prev[..m], &dh[..m], &mut dh_prev[..m]);
         for j in 0..m {
             let (r, z, n) = (ar[j], az[j], an[j]);

@@ -3,7 +3,7 @@
 //!   c' = f ⊙ c + i ⊙ g          h' = o ⊙ tanh(c')
 //! with pre = W_ih x + b_ih + W_hh h + b_hh.
 
-use super::{blocks, blocks_mut, Cell};
+use super::{blocks4, blocks4_mut, Cell};
 use crate::float::Float;
 
 /// LSTM gate blocks in the row order of `weight_ih` / `weight_hh`.
@@ -34,9 +34,9 @@ impl<F: Float> Cell<F> for Lstm {
     fn step_forward(&self, gx: &[F], gh: &[F], _h_prev: &[F], c_prev: &[F], act: &mut [F], h: &mut [F], c: &mut [F]) {
         let n = h.len();
         // Blocks in LstmGate order (I, F, G, O), each of length n.
-        let [xi, xf, xg, xo] = blocks(&gx[LstmGate::I.offset(n)..], n);
-        let [hi, hf, hg, ho] = blocks(&gh[LstmGate::I.offset(n)..], n);
-        let [ai, af, ag, ao] = blocks_mut(&mut act[LstmGate::I.offset(n)..], n);
+        let [xi, xf, xg, xo] = blocks4(&gx[LstmGate::I.offset(n)..], n);
+        let [hi, hf, hg, ho] = blocks4(&gh[LstmGate::I.offset(n)..], n);
+        let [ai, af, ag, ao] = blocks4_mut(&mut act[LstmGate::I.offset(n)..], n);
         let (c_prev, c) = (&c_prev[..n], &mut c[..n]);
         for j in 0..n {
             let i = (xi[j] + hi[j]).sigmoid();
@@ -69,8 +69,8 @@ impl<F: Float> Cell<F> for Lstm {
         dh_prev: &mut [F],
     ) {
         let n = h.len();
-        let [ai, af, ag, ao] = blocks(&act[LstmGate::I.offset(n)..], n);
-        let [di_, df_, dg_, do_] = blocks_mut(&mut dgx[LstmGate::I.offset(n)..], n);
+        let [ai, af, ag, ao] = blocks4(&act[LstmGate::I.offset(n)..], n);
+        let [di_, df_, dg_, do_] = blocks4_mut(&mut dgx[LstmGate::I.offset(n)..], n);
         let (c_prev, c, dh, dc, dh_prev) = (&c_prev[..n], &c[..n], &dh[..n], &mut dc[..n], &mut dh_prev[..n]);
         for j in 0..n {
             let (i, f, g, o) = (ai[j], af[j], ag[j], ao[j]);

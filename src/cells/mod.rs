@@ -135,26 +135,40 @@ pub trait Cell<F: Float>: Copy + Send + Sync {
     );
 }
 
-/// Splits `x` into `k` consecutive blocks of `n` (k = 3 or 4 gate blocks).
-/// Every block has length exactly `n` by construction (`split_at`), so the
-/// cells' loops over `0..n` carry no bounds checks and vectorise.
+/// Splits `x` into its 4 consecutive gate blocks of `n` (LSTM). Every block
+/// has length exactly `n` by construction (`split_at`), so the cells' loops
+/// over `0..n` carry no bounds checks and vectorise.
 #[inline(always)]
-pub(crate) fn blocks<F>(x: &[F], n: usize) -> [&[F]; 4] {
+pub(crate) fn blocks4<F>(x: &[F], n: usize) -> [&[F]; 4] {
     let (a, r) = x.split_at(n);
     let (b, r) = r.split_at(n);
     let (c, r) = r.split_at(n);
-    let d = if r.len() >= n { &r[..n] } else { &r[..0] };
-    [a, b, c, d]
+    [a, b, c, &r[..n]]
 }
 
-/// `blocks` for a mutable slice.
+/// `blocks4` for a mutable slice.
 #[inline(always)]
-pub(crate) fn blocks_mut<F>(x: &mut [F], n: usize) -> [&mut [F]; 4] {
+pub(crate) fn blocks4_mut<F>(x: &mut [F], n: usize) -> [&mut [F]; 4] {
     let (a, r) = x.split_at_mut(n);
     let (b, r) = r.split_at_mut(n);
     let (c, r) = r.split_at_mut(n);
-    let d = if r.len() >= n { &mut r[..n] } else { &mut r[..0] };
-    [a, b, c, d]
+    [a, b, c, &mut r[..n]]
+}
+
+/// The 3 gate blocks of `n` (GRU); see `blocks4`.
+#[inline(always)]
+pub(crate) fn blocks3<F>(x: &[F], n: usize) -> [&[F]; 3] {
+    let (a, r) = x.split_at(n);
+    let (b, r) = r.split_at(n);
+    [a, b, &r[..n]]
+}
+
+/// `blocks3` for a mutable slice.
+#[inline(always)]
+pub(crate) fn blocks3_mut<F>(x: &mut [F], n: usize) -> [&mut [F]; 3] {
+    let (a, r) = x.split_at_mut(n);
+    let (b, r) = r.split_at_mut(n);
+    [a, b, &mut r[..n]]
 }
 
 /// State components per unit: 2 for the LSTM (h, c), 1 otherwise.
