@@ -281,7 +281,15 @@ impl Reporter for Progress {
     }
 }
 
+/// Set on ranks other than 0 of a distributed run: they print nothing, not
+/// even errors (every failure is agreed on, and rank 0 reports it).
+static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 fn run_train(a: &cli_train::TrainArgs) -> Result<()> {
+    // One rank of an `mpirun` job (feature `mpi`), or the only process.
+    let comm = recurrent::distributed::from_environment()?;
+    let lead = comm.rank() == 0;
+    QUIET.store(!lead, std::sync::atomic::Ordering::Relaxed);
     let mut cfg = match (&a.resume, &a.config) {
         (Some(dir), _) => {
             let p = dir.join("config.toml");
@@ -302,8 +310,13 @@ fn run_train(a: &cli_train::TrainArgs) -> Result<()> {
     }
     cfg.validate()?;
     let out = cfg.out_dir();
+    if !lead {
+        train::train_with(&cfg, a.resume.is_some(), &mut train::Silent, comm.as_ref())?;
+        return Ok(());
+    }
+    let procs = if comm.size() > 1 { format!("; {} processes", comm.size()) } else { String::new() };
     println!(
-        "task {}: {} hidden {} x {} layer(s){}; seed {}; output folder {}",
+        "task {}: {} hidden {} x {} layer(s){}; seed {}{procs}; output folder {}",
         cfg.task,
         cfg.model.cell,
         cfg.model.hidden,
@@ -313,7 +326,7 @@ fn run_train(a: &cli_train::TrainArgs) -> Result<()> {
         out.display()
     );
     let mut rep = Progress { bar: None, last_loss: f64::NAN };
-    let s = train::train(&cfg, a.resume.is_some(), &mut rep)?;
+    let s = train::train_with(&cfg, a.resume.is_some(), &mut rep, comm.as_ref())?;
     let base = s.baseline.as_ref().map_or(String::new(), |(what, v)| format!("  ({what}: {v:.5})"));
     println!("best model: validation {} {:.5}{base}", s.metric, s.best_val.metric);
     if s.metric == "bpc" {
@@ -480,7 +493,9 @@ fn main() -> ExitCode {
         Err(e) => {
             // One line: the library's messages already name the file, line or key.
             let msg = format!("{e:#}").replace('\n', " ");
-            eprintln!("error: {msg}");
+            if !QUIET.load(std::sync::atomic::Ordering::Relaxed) {
+                eprintln!("error: {msg}");
+            }
             let user = e.downcast_ref::<UserError>().is_some()
                 || e.downcast_ref::<recurrent::Error>().is_some_and(train::is_user_error);
             ExitCode::from(if user { 2 } else { 1 })

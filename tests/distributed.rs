@@ -1,0 +1,110 @@
+//! Data-parallel training without MPI: ranks as threads (`ThreadComm`) run
+//! the same protocol as MPI processes, so the sharding, loss weighting and
+//! agreement logic are checked by the default test command too.
+
+use recurrent::distributed::{Comm, ThreadComm};
+use recurrent::train::{train, train_with, Silent, TrainConfig};
+use std::path::Path;
+
+#[path = "support/f64_parallel.rs"]
+mod f64_parallel;
+
+/// Trains `cfg` on `n` thread ranks (rank 0 writes into `cfg.out`).
+fn train_on_threads(cfg: &TrainConfig, n: usize) {
+    std::thread::scope(|s| {
+        let handles: Vec<_> = ThreadComm::group(n)
+            .into_iter()
+            .map(|comm| s.spawn(move || train_with(cfg, false, &mut Silent, &comm).map(|_| comm.rank())))
+            .collect();
+        for h in handles {
+            h.join().unwrap().unwrap();
+        }
+    });
+}
+
+fn params(path: &Path) -> Vec<f32> {
+    recurrent::checkpoint::load::<f32>(path).unwrap().0.params
+}
+
+/// max |a - b| / max |a| over the flat parameters.
+fn rel_diff(a: &[f32], b: &[f32]) -> f64 {
+    let scale = a.iter().fold(0.0f64, |m, v| m.max(v.abs() as f64));
+    a.iter().zip(b).fold(0.0f64, |m, (x, y)| m.max((*x as f64 - *y as f64).abs())) / scale
+}
+
+/// The largest difference between 1 process and 2 and 3 thread ranks.
+fn compare(mut cfg: TrainConfig) -> f64 {
+    let d = tempfile::tempdir().unwrap();
+    cfg.train.threads = 1;
+    cfg.out = Some(d.path().join("one"));
+    train(&cfg, false, &mut Silent).unwrap();
+    let one = params(&d.path().join("one/last.safetensors"));
+    let mut worst = 0.0f64;
+    for n in [2, 3] {
+        let out = d.path().join(format!("n{n}"));
+        cfg.out = Some(out.clone());
+        train_on_threads(&cfg, n);
+        worst = worst.max(rel_diff(&one, &params(&out.join("last.safetensors"))));
+        // Only rank 0 wrote files, the same set as one process.
+        let names = |p: &Path| {
+            let mut v: Vec<_> = std::fs::read_dir(p).unwrap().map(|e| e.unwrap().file_name()).collect();
+            v.sort();
+            v
+        };
+        assert_eq!(names(&out), names(&d.path().join("one")));
+    }
+    worst
+}
+
+#[test]
+fn thread_ranks_match_one_process_on_a_forecast() {
+    // Batch 10: 5 + 5 on 2 ranks, 4 + 3 + 3 on 3.
+    let mut cfg = TrainConfig::default();
+    cfg.data.length = 300;
+    cfg.model.cell = "gru".into();
+    cfg.model.layers = 2;
+    cfg.model.hidden = 8;
+    cfg.train.batch = 10;
+    cfg.train.epochs = 1;
+    cfg.train.max_steps = 5;
+    let d = compare(cfg);
+    assert!(d < 1e-5, "relative difference {d:e}");
+}
+
+#[test]
+fn thread_ranks_match_one_process_on_every_step_targets_with_ignored_steps() {
+    // Copy task: a class at every step, most steps ignored; batch 5 (3 + 2, 2 + 2 + 1)
+    // and truncated BPTT windows that score different numbers of targets per rank.
+    let mut cfg = TrainConfig::default();
+    cfg.task = "copy".into();
+    cfg.data.length = 4;
+    cfg.data.delay = 3;
+    cfg.data.samples = 60;
+    cfg.model.hidden = 8;
+    cfg.train.batch = 5;
+    cfg.train.epochs = 1;
+    cfg.train.max_steps = 4;
+    cfg.train.estimator = "tbptt".into();
+    cfg.train.k1 = 3;
+    cfg.train.k2 = 5;
+    let d = compare(cfg);
+    assert!(d < 1e-5, "relative difference {d:e}");
+}
+
+#[test]
+fn f64_shards_sum_to_the_whole_batch_gradient() {
+    let one = f64_parallel::train_f64(&recurrent::distributed::Single);
+    for n in [2, 3] {
+        let many: Vec<Vec<f64>> = std::thread::scope(|s| {
+            let hs: Vec<_> = ThreadComm::group(n)
+                .into_iter()
+                .map(|c| s.spawn(move || f64_parallel::train_f64(&c)))
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for p in &many {
+            let d = f64_parallel::rel_diff(&one, p);
+            assert!(d < 1e-12, "{n} ranks: relative difference {d:e}");
+        }
+    }
+}
