@@ -459,7 +459,9 @@ mod tests {
         // Nobody failed: each keeps its own value.
         assert_eq!(on_ranks(2, |c| agree(c, Ok(c.rank()))), vec![Ok(0), Ok(1)]);
         // Rank 0's own error keeps its words.
-        let out = on_ranks(2, |c| agree::<()>(c, if c.rank() == 0 { Err(crate::error::config_err("y", 0, "no")) } else { Ok(()) }));
+        let out = on_ranks(2, |c| {
+            agree::<()>(c, if c.rank() == 0 { Err(crate::error::config_err("y", 0, "no")) } else { Ok(()) })
+        });
         assert!(out.iter().all(|e| e.as_ref().unwrap_err().to_string() == "invalid y = 0: no"));
     }
 }

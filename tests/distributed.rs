@@ -44,7 +44,9 @@ fn compare(mut cfg: TrainConfig) -> f64 {
         let out = d.path().join(format!("n{n}"));
         cfg.out = Some(out.clone());
         train_on_threads(&cfg, n);
-        worst = worst.max(rel_diff(&one, &params(&out.join("last.safetensors"))));
+        let d = rel_diff(&one, &params(&out.join("last.safetensors")));
+        eprintln!("1 process vs {n} thread ranks: relative difference {d:e}");
+        worst = worst.max(d);
         // Only rank 0 wrote files, the same set as one process.
         let names = |p: &Path| {
             let mut v: Vec<_> = std::fs::read_dir(p).unwrap().map(|e| e.unwrap().file_name()).collect();
@@ -96,14 +98,13 @@ fn f64_shards_sum_to_the_whole_batch_gradient() {
     let one = f64_parallel::train_f64(&recurrent::distributed::Single);
     for n in [2, 3] {
         let many: Vec<Vec<f64>> = std::thread::scope(|s| {
-            let hs: Vec<_> = ThreadComm::group(n)
-                .into_iter()
-                .map(|c| s.spawn(move || f64_parallel::train_f64(&c)))
-                .collect();
+            let hs: Vec<_> =
+                ThreadComm::group(n).into_iter().map(|c| s.spawn(move || f64_parallel::train_f64(&c))).collect();
             hs.into_iter().map(|h| h.join().unwrap()).collect()
         });
         for p in &many {
             let d = f64_parallel::rel_diff(&one, p);
+            eprintln!("f64, 1 vs {n} thread ranks: relative difference {d:e}");
             assert!(d < 1e-12, "{n} ranks: relative difference {d:e}");
         }
     }

@@ -5,6 +5,9 @@
 //! processes. Needs `mpirun` (Open MPI or MPICH) on the PATH.
 #![cfg(feature = "mpi")]
 
+#[path = "support/f64_parallel.rs"]
+mod f64_parallel;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -96,7 +99,9 @@ fn compare(n: usize, args: &[&str]) -> f64 {
     let (one, many) = (d.path().join("one"), d.path().join("many"));
     train(0, &[args, &["--out", s(&one)]].concat());
     train(n, &[args, &["--out", s(&many)]].concat());
-    max_rel_diff(&one.join("last.safetensors"), &many.join("last.safetensors"))
+    let d = max_rel_diff(&one.join("last.safetensors"), &many.join("last.safetensors"));
+    eprintln!("1 vs {n} processes: relative difference {d:e}");
+    d
 }
 
 const TOL: f64 = 1e-5;
@@ -363,4 +368,39 @@ fn a_loss_that_turns_nan_stops_every_rank_with_one_message() {
     assert_eq!(errors.len(), 1, "{stderr}");
     assert!(errors[0].contains("not finite"), "{}", errors[0]);
     assert_eq!(checkpoints(&run), before);
+}
+
+/// Set in the environment of the test binary when it runs as an MPI rank.
+const WORKER: &str = "RECURRENT_F64_WORKER";
+
+#[test]
+fn f64_training_through_the_library_matches_to_1e_12() {
+    if let Ok(out) = std::env::var(WORKER) {
+        // One rank of the job below: train, rank 0 writes the parameters.
+        let comm = recurrent::distributed::MpiComm::init().unwrap();
+        let p = f64_parallel::train_f64(&comm);
+        if recurrent::distributed::Comm::rank(&comm) == 0 {
+            std::fs::write(out, p.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>()).unwrap();
+        }
+        return;
+    }
+    let d = dir();
+    let me = std::env::current_exe().unwrap();
+    let run = |n: usize| -> Vec<f64> {
+        let out = d.path().join(format!("p{n}"));
+        let _one = one_job();
+        let status = mpirun()
+            .args(["-n", &n.to_string()])
+            .arg(&me)
+            .args(["--exact", "f64_training_through_the_library_matches_to_1e_12", "--test-threads", "1", "--quiet"])
+            .env(WORKER, &out)
+            .output()
+            .unwrap();
+        assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+        std::fs::read(&out).unwrap().chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().unwrap())).collect()
+    };
+    let (one, two) = (run(1), run(2));
+    let diff = f64_parallel::rel_diff(&one, &two);
+    eprintln!("f64, 1 vs 2 processes: relative difference {diff:e}");
+    assert!(diff < 1e-12, "relative difference {diff:e}");
 }
