@@ -268,7 +268,14 @@ fn lowest_failing(comm: &dyn Comm, failed: bool) -> usize {
 /// The rank count an MPI launcher (mpirun/mpiexec of Open MPI or MPICH)
 /// announced to this process, if it started it.
 pub fn launcher_size() -> Option<usize> {
-    ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE", "MPI_LOCALNRANKS"]
+    ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE"].iter().find_map(|k| std::env::var(k).ok().and_then(|v| v.parse().ok()))
+}
+
+/// The rank an MPI launcher gave this process, if it started it (readable
+/// before MPI is initialised, e.g. to keep the other ranks quiet about bad
+/// command-line options).
+pub fn launcher_rank() -> Option<usize> {
+    ["OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK"]
         .iter()
         .find_map(|k| std::env::var(k).ok().and_then(|v| v.parse().ok()))
 }
@@ -278,20 +285,18 @@ pub fn launcher_size() -> Option<usize> {
 /// one of several ranks is an error: the ranks would train independently and
 /// overwrite each other's files.
 pub fn from_environment() -> Result<Box<dyn Comm>> {
-    let launched = launcher_size();
     #[cfg(feature = "mpi")]
-    if launched.is_some() {
+    if launcher_size().is_some() || launcher_rank().is_some() {
         return Ok(Box::new(MpiComm::init()?));
     }
     #[cfg(not(feature = "mpi"))]
-    if let Some(n) = launched.filter(|&n| n > 1) {
+    if let Some(n) = launcher_size().filter(|&n| n > 1) {
         return Err(crate::error::config_err(
             "processes",
             n,
             "this recurrent was built without MPI support; rebuild it with `cargo build --release --features mpi`",
         ));
     }
-    let _ = launched;
     Ok(Box::new(Single))
 }
 

@@ -289,7 +289,6 @@ fn run_train(a: &cli_train::TrainArgs) -> Result<()> {
     // One rank of an `mpirun` job (feature `mpi`), or the only process.
     let comm = recurrent::distributed::from_environment()?;
     let lead = comm.rank() == 0;
-    QUIET.store(!lead, std::sync::atomic::Ordering::Relaxed);
     let mut cfg = match (&a.resume, &a.config) {
         (Some(dir), _) => {
             let p = dir.join("config.toml");
@@ -429,7 +428,15 @@ fn run_diagnose(a: &DiagnoseArgs) -> Result<()> {
 }
 
 fn run() -> Result<()> {
-    let cli = Cli::parse();
+    // Ranks other than 0 of an MPI job stay quiet from the start (bad options included).
+    let quiet = recurrent::distributed::launcher_rank().is_some_and(|r| r > 0);
+    QUIET.store(quiet, std::sync::atomic::Ordering::Relaxed);
+    let cli = Cli::try_parse().unwrap_or_else(|e| {
+        if quiet && e.use_stderr() {
+            std::process::exit(e.exit_code());
+        }
+        e.exit()
+    });
     match cli.command.unwrap_or(Command::Train(cli_train::TrainArgs::default())) {
         Command::Train(a) => run_train(&a),
         Command::Eval(a) => {

@@ -44,9 +44,9 @@ fn compare(mut cfg: TrainConfig) -> f64 {
         let out = d.path().join(format!("n{n}"));
         cfg.out = Some(out.clone());
         train_on_threads(&cfg, n);
-        let d = rel_diff(&one, &params(&out.join("last.safetensors")));
-        eprintln!("1 process vs {n} thread ranks: relative difference {d:e}");
-        worst = worst.max(d);
+        let diff = rel_diff(&one, &params(&out.join("last.safetensors")));
+        eprintln!("1 process vs {n} thread ranks: relative difference {diff:e}");
+        worst = worst.max(diff);
         // Only rank 0 wrote files, the same set as one process.
         let names = |p: &Path| {
             let mut v: Vec<_> = std::fs::read_dir(p).unwrap().map(|e| e.unwrap().file_name()).collect();
@@ -106,6 +106,25 @@ fn f64_shards_sum_to_the_whole_batch_gradient() {
             let d = f64_parallel::rel_diff(&one, p);
             eprintln!("f64, 1 vs {n} thread ranks: relative difference {d:e}");
             assert!(d < 1e-12, "{n} ranks: relative difference {d:e}");
+        }
+    }
+}
+
+#[test]
+fn parameter_counts_in_the_docs_are_the_models() {
+    // docs/perf.md: communication per step = 4 bytes x (parameters + 2) for configurations S, M, L
+    // (../shared/bench/configs.json: Linear head of 10 outputs on the last step).
+    use recurrent::{CellKind, HeadKind, LossKind, Model, ModelConfig, RnnConfig};
+    let table = [
+        ((32, 128, 1), [22_026, 84_234, 63_498]),
+        ((64, 256, 2), [216_586, 858_634, 644_618]),
+        ((256, 1024, 1), [1_323_018, 5_261_322, 3_948_554]),
+    ];
+    for ((input, hidden, layers), counts) in table {
+        for (cell, want) in [CellKind::RnnTanh, CellKind::Lstm, CellKind::Gru].into_iter().zip(counts) {
+            let rnn = RnnConfig { num_layers: layers, ..RnnConfig::new(cell, input, hidden) };
+            let cfg = ModelConfig { rnn, vocab: None, head: HeadKind::Last, out_size: 10, loss: LossKind::Mse };
+            assert_eq!(Model::<f32>::zeros(cfg).unwrap().num_params(), want, "{cell:?} {input} {hidden} {layers}");
         }
     }
 }
