@@ -77,8 +77,7 @@ fn thread_ranks_match_one_process_on_a_forecast() {
 fn thread_ranks_match_one_process_on_every_step_targets_with_ignored_steps() {
     // Copy task: a class at every step, most steps ignored; batch 5 (3 + 2, 2 + 2 + 1)
     // and truncated BPTT windows that score different numbers of targets per rank.
-    let mut cfg = TrainConfig::default();
-    cfg.task = "copy".into();
+    let mut cfg = TrainConfig { task: "copy".into(), ..Default::default() };
     cfg.data.length = 4;
     cfg.data.delay = 3;
     cfg.data.samples = 60;

@@ -1051,13 +1051,7 @@ fn shard_weights(ex: &Examples, all: &[usize], part: &[usize], ws: &[Window]) ->
 
 /// FNV-1a over the prepared data, to check that every rank read the same.
 fn fingerprint(data: &TaskData) -> u64 {
-    let mut h = 0xcbf2_9ce4_8422_2325u64;
-    let mut eat = |v: u64| {
-        for b in v.to_le_bytes() {
-            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-        }
-    };
-    let mut examples = |ex: &Examples| {
+    fn examples(ex: &Examples, eat: &mut impl FnMut(u64)) {
         eat(ex.len() as u64);
         match &ex.inputs {
             Inputs::Dense { seqs, .. } => seqs.iter().flatten().for_each(|v| eat(u64::from(v.to_bits()))),
@@ -1068,13 +1062,16 @@ fn fingerprint(data: &TaskData) -> u64 {
             TargetSet::Class(v) => v.iter().for_each(|&c| eat(c as u64)),
             TargetSet::ClassSeq(v) => v.iter().flatten().for_each(|&c| eat(c as u64)),
         }
+    }
+    let mut h = 0xcbf2_9ce4_8422_2325u64;
+    let mut eat = |v: u64| {
+        for b in v.to_le_bytes() {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
     };
     match data {
-        TaskData::Examples { train, val, test } => [train, val, test].into_iter().for_each(&mut examples),
-        TaskData::Stream { train, val, test } => {
-            drop(examples);
-            [train, val, test].into_iter().flatten().for_each(|&v| eat(v as u64))
-        }
+        TaskData::Examples { train, val, test } => [train, val, test].into_iter().for_each(|ex| examples(ex, &mut eat)),
+        TaskData::Stream { train, val, test } => [train, val, test].into_iter().flatten().for_each(|&v| eat(v as u64)),
     }
     h
 }
