@@ -22,7 +22,10 @@ use crate::error::{Error, Result};
 use std::ops::Range;
 
 /// The collectives data-parallel training needs. Every rank calls the same
-/// method in the same order with buffers of the same length.
+/// method in the same order with buffers of the same length. The ranks stay
+/// identical only if every rank receives bitwise the same sums: MPI's
+/// allreduce gives that (Open MPI and MPICH reduce each element in one order
+/// and share the result, or combine pairs commutatively), as does `ThreadComm`.
 pub trait Comm: Sync {
     /// This process's rank, 0..size.
     fn rank(&self) -> usize;
