@@ -437,7 +437,12 @@ fn run() -> Result<()> {
         }
         e.exit()
     });
-    match cli.command.unwrap_or(Command::Train(cli_train::TrainArgs::default())) {
+    let command = cli.command.unwrap_or(Command::Train(cli_train::TrainArgs::default()));
+    if quiet && !matches!(command, Command::Train(_)) {
+        // Only training is distributed: under mpirun, rank 0 alone runs the other commands.
+        return Ok(());
+    }
+    match command {
         Command::Train(a) => run_train(&a),
         Command::Eval(a) => {
             let l = usage::load(&a.checkpoint)?;
