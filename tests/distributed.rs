@@ -127,3 +127,32 @@ fn parameter_counts_in_the_docs_are_the_models() {
         }
     }
 }
+
+#[test]
+fn ranks_without_examples_still_take_part() {
+    // Batch 1: on 2 and 3 ranks, all but one rank have nothing in every batch (and in most of
+    // the validation); they add zero gradients but join every exchange.
+    let mut cfg = TrainConfig::default();
+    cfg.data.length = 200;
+    cfg.model.hidden = 6;
+    cfg.train.batch = 1;
+    cfg.train.epochs = 1;
+    cfg.train.max_steps = 4;
+    let d = compare(cfg);
+    assert!(d < 1e-5, "relative difference {d:e}");
+
+    // Two parallel character streams on 3 ranks: rank 2 carries none.
+    let dir = tempfile::tempdir().unwrap();
+    let text = dir.path().join("text.txt");
+    std::fs::write(&text, "to be or not to be, that is the question. ".repeat(40)).unwrap();
+    let mut cfg = TrainConfig { task: "charlm".into(), ..Default::default() };
+    cfg.data.path = Some(text);
+    cfg.model.hidden = 8;
+    cfg.train.batch = 2;
+    cfg.train.k1 = 10;
+    cfg.train.k2 = 10;
+    cfg.train.epochs = 1;
+    cfg.train.max_steps = 5;
+    let d = compare(cfg);
+    assert!(d < 1e-5, "relative difference {d:e}");
+}
