@@ -8,7 +8,7 @@
 //! without MPI takes exactly the code path (and gets exactly the numbers) it
 //! always did. [`ThreadComm`] runs ranks as threads of one process (the
 //! tests use it to check the protocol without MPI). With the cargo feature
-//! `mpi`, [`MpiComm`] implements it over MPI_COMM_WORLD (rsmpi over the
+//! `mpi`, `MpiComm` implements it over MPI_COMM_WORLD (rsmpi over the
 //! system's Open MPI or MPICH); all MPI code is in this module.
 //!
 //! Protocol rules the trainer follows, so that no rank can wait forever on a
