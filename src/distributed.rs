@@ -223,7 +223,7 @@ impl StepReducer {
         Self::default()
     }
 
-    /// Sums `grads` [P] (this rank's share, already weighted) and `loss`
+    /// Sums `grads` (`[P]`, this rank's share, already weighted) and `loss`
     /// (its weighted loss) over all ranks, in place; returns the summed loss.
     /// One process: returns `loss`, `grads` untouched.
     pub fn reduce(&mut self, comm: &dyn Comm, grads: &mut [f32], loss: f64) -> Result<f64> {
