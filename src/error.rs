@@ -33,6 +33,12 @@ pub enum Error {
     /// A parameter name is unknown, or a named tensor has the wrong shape.
     #[error("parameter {name}: {problem}")]
     Param { name: String, problem: String },
+
+    /// A process of a distributed run failed, so every process stopped:
+    /// `message` is that rank's error, `user` whether it is the user's to fix.
+    /// Rank 0's own errors keep their words; others are prefixed with the rank.
+    #[error("{}{message}", if *rank > 0 { format!("rank {rank}: ") } else { String::new() })]
+    Rank { rank: usize, message: String, user: bool },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

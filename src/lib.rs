@@ -11,7 +11,8 @@
 //! - `params`: the single (name, shape) table behind every flat buffer;
 //! - `linalg`: the one module that calls the GEMM crate (with a naive twin);
 //! - `reference`: plain, slow implementations the fast paths are tested against;
-//! - `bench`: the benchmark configurations shared with the PyTorch peer.
+//! - `bench`: the benchmark configurations shared with the PyTorch peer;
+//! - `distributed`: data-parallel training across processes (MPI with the feature `mpi`).
 //!
 //! A forward and backward pass, and one Adam step:
 //!
@@ -46,6 +47,7 @@ pub mod cells;
 pub mod checkpoint;
 pub mod data;
 pub mod diagnose;
+pub mod distributed;
 pub mod error;
 pub mod estimator;
 pub mod float;

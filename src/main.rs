@@ -281,7 +281,14 @@ impl Reporter for Progress {
     }
 }
 
+/// Set on ranks other than 0 of a distributed run: they print nothing, not
+/// even errors (every failure is agreed on, and rank 0 reports it).
+static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 fn run_train(a: &cli_train::TrainArgs) -> Result<()> {
+    // One rank of an `mpirun` job (feature `mpi`), or the only process.
+    let comm = recurrent::distributed::from_environment()?;
+    let lead = comm.rank() == 0;
     let mut cfg = match (&a.resume, &a.config) {
         (Some(dir), _) => {
             let p = dir.join("config.toml");
@@ -302,8 +309,13 @@ fn run_train(a: &cli_train::TrainArgs) -> Result<()> {
     }
     cfg.validate()?;
     let out = cfg.out_dir();
+    if !lead {
+        train::train_with(&cfg, a.resume.is_some(), &mut train::Silent, comm.as_ref())?;
+        return Ok(());
+    }
+    let procs = if comm.size() > 1 { format!("; {} processes", comm.size()) } else { String::new() };
     println!(
-        "task {}: {} hidden {} x {} layer(s){}; seed {}; output folder {}",
+        "task {}: {} hidden {} x {} layer(s){}; seed {}{procs}; output folder {}",
         cfg.task,
         cfg.model.cell,
         cfg.model.hidden,
@@ -313,7 +325,7 @@ fn run_train(a: &cli_train::TrainArgs) -> Result<()> {
         out.display()
     );
     let mut rep = Progress { bar: None, last_loss: f64::NAN };
-    let s = train::train(&cfg, a.resume.is_some(), &mut rep)?;
+    let s = train::train_with(&cfg, a.resume.is_some(), &mut rep, comm.as_ref())?;
     let base = s.baseline.as_ref().map_or(String::new(), |(what, v)| format!("  ({what}: {v:.5})"));
     println!("best model: validation {} {:.5}{base}", s.metric, s.best_val.metric);
     if s.metric == "bpc" {
@@ -416,8 +428,21 @@ fn run_diagnose(a: &DiagnoseArgs) -> Result<()> {
 }
 
 fn run() -> Result<()> {
-    let cli = Cli::parse();
-    match cli.command.unwrap_or(Command::Train(cli_train::TrainArgs::default())) {
+    // Ranks other than 0 of an MPI job stay quiet from the start (bad options included).
+    let quiet = recurrent::distributed::launcher_rank().is_some_and(|r| r > 0);
+    QUIET.store(quiet, std::sync::atomic::Ordering::Relaxed);
+    let cli = Cli::try_parse().unwrap_or_else(|e| {
+        if quiet && e.use_stderr() {
+            std::process::exit(e.exit_code());
+        }
+        e.exit()
+    });
+    let command = cli.command.unwrap_or(Command::Train(cli_train::TrainArgs::default()));
+    if quiet && !matches!(command, Command::Train(_)) {
+        // Only training is distributed: under mpirun, rank 0 alone runs the other commands.
+        return Ok(());
+    }
+    match command {
         Command::Train(a) => run_train(&a),
         Command::Eval(a) => {
             let l = usage::load(&a.checkpoint)?;
@@ -491,7 +516,9 @@ fn main() -> ExitCode {
         Err(e) => {
             // One line: the library's messages already name the file, line or key.
             let msg = format!("{e:#}").replace('\n', " ");
-            eprintln!("error: {msg}");
+            if !QUIET.load(std::sync::atomic::Ordering::Relaxed) {
+                eprintln!("error: {msg}");
+            }
             let user = e.downcast_ref::<UserError>().is_some()
                 || e.downcast_ref::<recurrent::Error>().is_some_and(train::is_user_error);
             ExitCode::from(if user { 2 } else { 1 })

@@ -14,8 +14,9 @@ pub mod config;
 pub mod task;
 pub mod usage;
 
-use crate::bptt::{Stream, Truncation};
+use crate::bptt::{Stream, Truncation, Window};
 use crate::checkpoint::{self, write_atomic};
+use crate::distributed::{agree, broadcast_bytes, shard, Comm, Single, StepReducer};
 use crate::error::{config_err, data_err, Error, Result};
 use crate::loss::{loss_forward_backward, Targets, IGNORE_INDEX};
 use crate::model::{Batch, InitConfig, Model, ModelConfig, SeqInput};
@@ -66,9 +67,20 @@ impl BatchBuf {
 
 /// Pads the examples `idx` into one batch.
 pub fn make_batch(ex: &Examples, idx: &[usize]) -> BatchBuf {
+    make_batch_padded(ex, idx, max_len(ex, idx))
+}
+
+/// The longest of the examples `idx` (at least 1).
+fn max_len(ex: &Examples, idx: &[usize]) -> usize {
+    idx.iter().map(|&i| ex.seq_len(i)).max().unwrap_or(1).max(1)
+}
+
+/// Pads the examples `idx` into one batch of `t` >= their lengths steps (a
+/// rank's shard is padded to its whole batch's length, so truncated BPTT cuts
+/// the same windows on every rank).
+pub fn make_batch_padded(ex: &Examples, idx: &[usize], t: usize) -> BatchBuf {
     let b = idx.len();
     let lengths: Vec<usize> = idx.iter().map(|&i| ex.seq_len(i)).collect();
-    let t = lengths.iter().copied().max().unwrap_or(1).max(1);
     let mut out = BatchBuf { b, t, lengths, ..Default::default() };
     match &ex.inputs {
         Inputs::Dense { width, seqs } => {
@@ -159,6 +171,23 @@ impl Acc {
         Ok(())
     }
 
+    /// Sums the accumulators of all ranks.
+    fn reduce(&self, comm: &dyn Comm) -> Acc {
+        let mine =
+            [self.loss_sum, self.count as f64, self.se, self.se_n as f64, self.correct as f64, self.total as f64];
+        let mut all = [0.0f64; 6];
+        comm.allreduce_sum_f64(&mine, &mut all);
+        // Counts are whole numbers far below 2^53: exact in f64.
+        Acc {
+            loss_sum: all[0],
+            count: all[1] as usize,
+            se: all[2],
+            se_n: all[3] as usize,
+            correct: all[4] as usize,
+            total: all[5] as usize,
+        }
+    }
+
     fn finish(&self, metric: &str) -> Evaluation {
         let loss = if self.count > 0 { self.loss_sum / self.count as f64 } else { f64::NAN };
         let metric = match metric {
@@ -173,15 +202,31 @@ impl Acc {
 
 /// Evaluates `model` on examples (no dropout), in batches of `batch`.
 pub fn evaluate(model: &Model<f32>, ex: &Examples, batch: usize, metric: &str, meta: &TaskMeta) -> Result<Evaluation> {
-    let mut acc = Acc::new();
+    evaluate_on(model, ex, batch, metric, meta, &Single)
+}
+
+/// `evaluate` split across the ranks of `comm`: each scores its contiguous
+/// shard of the examples, the sums behind loss and metric are added up.
+pub fn evaluate_on(
+    model: &Model<f32>,
+    ex: &Examples,
+    batch: usize,
+    metric: &str,
+    meta: &TaskMeta,
+    comm: &dyn Comm,
+) -> Result<Evaluation> {
     let scale = meta.target_norm.as_ref().map(|n| n.std.clone());
-    let idx: Vec<usize> = (0..ex.len()).collect();
-    for chunk in idx.chunks(batch.max(1)) {
-        let bb = make_batch(ex, chunk);
-        let (out, cache) = model.forward::<ChaCha8Rng>(&bb.batch(), None, None)?;
-        acc.add(model, &out.y, bb.targets(), &model.counted_rows(&cache), scale.as_deref())?;
-    }
-    Ok(acc.finish(metric))
+    let idx: Vec<usize> = shard(ex.len(), comm.rank(), comm.size()).collect();
+    let local = (|| {
+        let mut acc = Acc::new();
+        for chunk in idx.chunks(batch.max(1)) {
+            let bb = make_batch(ex, chunk);
+            let (out, cache) = model.forward::<ChaCha8Rng>(&bb.batch(), None, None)?;
+            acc.add(model, &out.y, bb.targets(), &model.counted_rows(&cache), scale.as_deref())?;
+        }
+        Ok(acc)
+    })();
+    Ok(agree(comm, local)?.reduce(comm).finish(metric))
 }
 
 /// Cuts a token stream into `b` parallel streams: inputs [B, L] and next-token targets [B, L].
@@ -202,9 +247,47 @@ pub fn stream_batch(ids: &[usize], b: usize) -> Result<BatchBuf> {
     Ok(bb)
 }
 
+/// The parallel streams `rows` of a stream batch (a rank's share).
+fn stream_rows(bb: &BatchBuf, rows: std::ops::Range<usize>) -> BatchBuf {
+    let t = bb.t;
+    BatchBuf {
+        b: rows.len(),
+        t,
+        toks: bb.toks[rows.start * t..rows.end * t].to_vec(),
+        class: bb.class[rows.start * t..rows.end * t].to_vec(),
+        lengths: bb.lengths[rows.clone()].to_vec(),
+        ..Default::default()
+    }
+}
+
 /// Evaluates a language model on a token stream, carrying the state across windows of `k` steps.
 pub fn evaluate_stream(model: &Model<f32>, ids: &[usize], b: usize, k: usize) -> Result<Evaluation> {
-    let bb = stream_batch(ids, b.min(ids.len().saturating_sub(1)).max(1))?;
+    evaluate_stream_on(model, ids, b, k, &Single)
+}
+
+/// `evaluate_stream` split across the ranks of `comm`: the parallel streams
+/// are shared out contiguously, each rank carries the state of its own.
+pub fn evaluate_stream_on(
+    model: &Model<f32>,
+    ids: &[usize],
+    b: usize,
+    k: usize,
+    comm: &dyn Comm,
+) -> Result<Evaluation> {
+    let all = stream_batch(ids, b.min(ids.len().saturating_sub(1)).max(1))?;
+    let rows = shard(all.b, comm.rank(), comm.size());
+    let local = if comm.size() == 1 {
+        stream_acc(model, &all, k)
+    } else if rows.is_empty() {
+        Ok(Acc::new())
+    } else {
+        stream_acc(model, &stream_rows(&all, rows), k)
+    };
+    Ok(agree(comm, local)?.reduce(comm).finish("bpc"))
+}
+
+/// Loss sums of a language model over the parallel streams of `bb`.
+fn stream_acc(model: &Model<f32>, bb: &BatchBuf, k: usize) -> Result<Acc> {
     let stream = Stream::new(model, &bb.batch(), bb.targets())?;
     let mut acc = Acc::new();
     let mut state = model.zero_state(bb.b);
@@ -221,7 +304,7 @@ pub fn evaluate_stream(model: &Model<f32>, ids: &[usize], b: usize, k: usize) ->
         acc.add(model, &r.output.y, Targets::Class(&tm), &model.counted_rows(&r.cache), None)?;
         state = stream.state_at(model, w, &r.cache, w.end, &init);
     }
-    Ok(acc.finish("bpc"))
+    Ok(acc)
 }
 
 /// One line of metrics.jsonl.
@@ -391,9 +474,20 @@ fn truncation(cfg: &TrainConfig) -> Result<Truncation> {
 
 /// Trains as `cfg` says; with `resume`, continues the run in that folder.
 pub fn train(cfg: &TrainConfig, resume: bool, rep: &mut dyn Reporter) -> Result<Summary> {
+    train_with(cfg, resume, rep, &Single)
+}
+
+/// `train` as one rank of a data-parallel run over `comm` (see
+/// `crate::distributed`): every rank reads the data and holds the model, takes
+/// its contiguous shard of each batch (the first B mod N ranks one example
+/// more) and of the validation data; rank 0 alone writes files and should be
+/// the only one given a talking reporter. With `Single` this is `train`.
+pub fn train_with(cfg: &TrainConfig, resume: bool, rep: &mut dyn Reporter, comm: &dyn Comm) -> Result<Summary> {
     cfg.validate()?;
     let threads = if cfg.train.threads == 0 {
-        std::thread::available_parallelism().map_or(1, |n| n.get())
+        // Ranks on the same host share its cores.
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        (cores / comm.local_size().max(1)).max(1)
     } else {
         cfg.train.threads
     };
@@ -401,13 +495,22 @@ pub fn train(cfg: &TrainConfig, resume: bool, rep: &mut dyn Reporter) -> Result<
         .num_threads(threads)
         .build()
         .map_err(|e| config_err("train.threads", threads, e.to_string()))?;
-    pool.install(|| train_inner(cfg, resume, rep))
+    pool.install(|| train_inner(cfg, resume, rep, comm))
 }
 
-fn train_inner(cfg: &TrainConfig, resume: bool, rep: &mut dyn Reporter) -> Result<Summary> {
+fn train_inner(cfg: &TrainConfig, resume: bool, rep: &mut dyn Reporter, comm: &dyn Comm) -> Result<Summary> {
+    let (rank, size) = (comm.rank(), comm.size());
+    let lead = rank == 0;
     let out = cfg.out_dir();
-    std::fs::create_dir_all(&out).map_err(|e| data_err(&out, None, format!("cannot create the output folder: {e}")))?;
-    let prep = task::prepare(cfg)?;
+    // Rank 0 alone touches the output folder (the other hosts may not even see it).
+    lead_writes(comm, || {
+        std::fs::create_dir_all(&out).map_err(|e| data_err(&out, None, format!("cannot create the output folder: {e}")))
+    })?;
+    // Every rank reads all the data and takes its shards from it; one that cannot stops them all.
+    let prep = agree(comm, task::prepare(cfg))?;
+    if size > 1 {
+        agree(comm, same_data(comm, cfg, &prep.data))?;
+    }
     let mcfg = model_config(cfg, &prep)?;
     let init = InitConfig {
         orthogonal_recurrent: cfg.model.orthogonal,
@@ -426,26 +529,29 @@ fn train_inner(cfg: &TrainConfig, resume: bool, rep: &mut dyn Reporter) -> Resul
     let last_path = out.join("last.safetensors");
     let best_path = out.join("model.safetensors");
     if resume {
-        let text = std::fs::read_to_string(&state_path)
-            .map_err(|e| data_err(&state_path, None, format!("cannot resume: {e}")))?;
-        let st: TrainState = serde_json::from_str(&text)
-            .map_err(|e| data_err(&state_path, None, format!("corrupt training state: {e}")))?;
-        let (last, _) = checkpoint::load::<f32>(&last_path)?;
-        if last.cfg != model.cfg {
-            return Err(data_err(&last_path, None, "was written by a different model configuration"));
+        // Rank 0 reads where the run stands and sends it to the others, so a run
+        // resumes with any number of processes.
+        let saved = agree(comm, if lead { read_saved(&out, &model, &opt).map(Some) } else { Ok(None) })?;
+        let mut state_bytes = Vec::new();
+        let saved_state = saved.map(|(st, last, slots)| {
+            model = last;
+            opt.slots = slots;
+            st
+        });
+        if size > 1 {
+            if let Some(st) = &saved_state {
+                state_bytes = serde_json::to_vec(st).map_err(|e| data_err(&state_path, None, e.to_string()))?;
+            }
+            broadcast_bytes(comm, 0, &mut state_bytes);
+            comm.broadcast_f32(0, &mut model.params);
+            for slot in &mut opt.slots {
+                comm.broadcast_f32(0, slot);
+            }
         }
-        model = last;
-        let (slots, _) = checkpoint::read_tensors(&out.join("optimizer.safetensors"))?;
-        if slots.len() != opt.slots.len() || slots.iter().any(|(_, _, v)| v.len() != model.num_params()) {
-            return Err(data_err(
-                out.join("optimizer.safetensors"),
-                None,
-                "optimizer state does not match the model and optimizer",
-            ));
-        }
-        for (k, (_, _, v)) in slots.into_iter().enumerate() {
-            opt.slots[k] = v.into_iter().map(|x| x as f32).collect();
-        }
+        let st: TrainState = match saved_state {
+            Some(st) => st,
+            None => serde_json::from_slice(&state_bytes).map_err(|e| data_err(&state_path, None, e.to_string()))?,
+        };
         opt.step = st.optimizer_step;
         opt.lr = st.optimizer_lr;
         sched = st.scheduler;
@@ -454,17 +560,25 @@ fn train_inner(cfg: &TrainConfig, resume: bool, rep: &mut dyn Reporter) -> Resul
         (epoch0, step, best_val, bad, metrics_lines) =
             (st.epoch, st.step, st.best_val.unwrap_or(f64::INFINITY), st.bad_epochs, st.metrics_lines);
         // Drop metric lines written after the saved state (an interrupted epoch).
-        if let Ok(text) = std::fs::read_to_string(&metrics_path) {
-            let kept: String = text.lines().take(metrics_lines).map(|l| format!("{l}\n")).collect();
-            write_atomic(&metrics_path, kept.as_bytes())?;
-        }
+        lead_writes(comm, || match std::fs::read_to_string(&metrics_path) {
+            Ok(text) => {
+                let kept: String = text.lines().take(metrics_lines).map(|l| format!("{l}\n")).collect();
+                write_atomic(&metrics_path, kept.as_bytes())
+            }
+            Err(_) => Ok(()),
+        })?;
         if st.stopped_early {
             epoch0 = cfg.train.epochs;
         }
     } else {
-        let _ = std::fs::remove_file(&metrics_path);
-        let toml = toml::to_string(cfg).map_err(|e| config_err("config", "", e.to_string()))?;
-        write_atomic(&out.join("config.toml"), toml.as_bytes())?;
+        lead_writes(comm, || {
+            let _ = std::fs::remove_file(&metrics_path);
+            let toml = toml::to_string(cfg).map_err(|e| config_err("config", "", e.to_string()))?;
+            write_atomic(&out.join("config.toml"), toml.as_bytes())
+        })?;
+        // Identical on every rank already (same seed); sent anyway so that the
+        // start is rank 0's model whatever the initialisation does.
+        comm.broadcast_f32(0, &mut model.params);
     }
     let metric = prep.shape.metric.to_string();
     let tr = truncation(cfg)?;
@@ -512,10 +626,13 @@ fn train_inner(cfg: &TrainConfig, resume: bool, rep: &mut dyn Reporter) -> Resul
     let budget = if cfg.train.max_steps > 0 { cfg.train.max_steps as u64 } else { u64::MAX };
     let evaluate_val = |model: &Model<f32>| -> Result<Evaluation> {
         match &prep.data {
-            TaskData::Examples { val, .. } => evaluate(model, val, cfg.train.batch, &metric, &prep.meta),
-            TaskData::Stream { val, .. } => evaluate_stream(model, val, cfg.train.batch, cfg.train.k1),
+            TaskData::Examples { val, .. } => evaluate_on(model, val, cfg.train.batch, &metric, &prep.meta, comm),
+            TaskData::Stream { val, .. } => evaluate_stream_on(model, val, cfg.train.batch, cfg.train.k1, comm),
         }
     };
+    // The gradient allreduce of every step (identity in one process).
+    let mut reducer = StepReducer::new();
+    let np = model.num_params();
     // Watches the gradient norm for explosions and counts NaN skips; read into each metrics line.
     let watch = std::cell::RefCell::new(Watch::default());
     // One optimizer update from the gradients in `g`; returns false when the step was skipped.
@@ -562,10 +679,13 @@ fn train_inner(cfg: &TrainConfig, resume: bool, rep: &mut dyn Reporter) -> Resul
             }
             let g = std::mem::replace(&mut $gs, (0.0, 0.0, 0, 0));
             (gsum, gmax, clipped, nsteps) = (gsum + g.0, gmax.max(g.1), clipped + g.2, nsteps + g.3);
+            // Each rank holds its weighted shares of the batch losses: their sum is the mean loss.
+            let mut train_loss = [0.0f64];
+            comm.allreduce_sum_f64(&[loss_sum], &mut train_loss);
             let line = metrics_line(
                 step,
                 $epoch + 1,
-                loss_sum / loss_n.max(1) as f64,
+                train_loss[0] / loss_n.max(1) as f64,
                 last_val,
                 &metric,
                 opt.lr,
@@ -574,7 +694,7 @@ fn train_inner(cfg: &TrainConfig, resume: bool, rep: &mut dyn Reporter) -> Resul
                 t_last,
                 watch.borrow_mut().take(),
             );
-            append_line(&metrics_path, &line)?;
+            lead_writes(comm, || append_line(&metrics_path, &line))?;
             metrics_lines += 1;
             rep.line(&line);
             (loss_sum, loss_n, gsum, gmax, clipped, nsteps, tokens) = (0.0, 0, 0.0, 0.0, 0, 0, 0);
@@ -598,45 +718,95 @@ fn train_inner(cfg: &TrainConfig, resume: bool, rep: &mut dyn Reporter) -> Resul
                     if step >= budget {
                         break;
                     }
-                    let bb = make_batch(train, chunk);
-                    let ntok: usize = bb.lengths.iter().sum();
+                    // This rank's contiguous shard of the batch, padded to the whole batch's
+                    // length so that truncated BPTT cuts the same windows on every rank.
+                    let t_all = max_len(train, chunk);
+                    let part = &chunk[shard(chunk.len(), rank, size)];
+                    let bb = make_batch_padded(train, part, t_all);
+                    let ntok: usize = chunk.iter().map(|&i| train.seq_len(i)).sum();
+                    // The batch's gradient updates (one, or one per truncated-BPTT window), the same
+                    // on every rank, and this rank's weight in each.
+                    let ws = match est_cfg.method {
+                        crate::online::Estimator::Tbptt => crate::bptt::windows(t_all, tr),
+                        _ => vec![Window { start: 0, score_from: 0, end: t_all }],
+                    };
+                    let weights = if size == 1 { vec![1.0; ws.len()] } else { shard_weights(train, chunk, part, &ws) };
+                    let mut own_rng;
+                    let batch_rng = if size == 1 {
+                        &mut rng
+                    } else {
+                        own_rng = rank_rng(train_seed, rank, step);
+                        &mut own_rng
+                    };
                     let mut inner: Result<()> = Ok(());
-                    let losses = crate::estimator::train_batch(
-                        &mut model,
-                        &bb.batch(),
-                        bb.targets(),
-                        &est_cfg,
-                        &mut rng,
-                        &mut grads,
-                        |m, g, loss| {
-                            // An update that fails (NaN) ends the batch; the error is returned below.
-                            if inner.is_ok() {
-                                if let Err(e) =
-                                    apply(m, &mut opt, g, if loss.is_nan() { 0.0 } else { loss }, &mut gs, rep)
-                                {
-                                    inner = Err(e);
-                                }
+                    let mut k = 0;
+                    let mut update = |m: &mut Model<f32>, g: &mut [f32], loss: f64| {
+                        // An update that fails (NaN, another rank's error) ends the batch; the
+                        // error is returned below.
+                        if inner.is_ok() {
+                            let w = weights[k];
+                            k += 1;
+                            let loss = if loss.is_nan() { 0.0 } else { loss };
+                            if size > 1 {
+                                g.iter_mut().for_each(|v| *v *= w as f32);
                             }
-                            inner.clone()
-                        },
-                    );
+                            inner = reducer
+                                .reduce(comm, g, loss * w)
+                                .and_then(|loss| apply(m, &mut opt, g, loss, &mut gs, rep).map(|_| ()));
+                        }
+                        inner.clone()
+                    };
+                    let losses = if part.is_empty() {
+                        // No example here (a batch smaller than the number of ranks): take part
+                        // in each update with nothing to add.
+                        grads.resize(np, 0.0);
+                        ws.iter()
+                            .try_for_each(|_| {
+                                grads.iter_mut().for_each(|g| *g = 0.0);
+                                update(&mut model, &mut grads, 0.0)
+                            })
+                            .map(|_| Vec::new())
+                    } else {
+                        crate::estimator::train_batch(
+                            &mut model,
+                            &bb.batch(),
+                            bb.targets(),
+                            &est_cfg,
+                            batch_rng,
+                            &mut grads,
+                            &mut update,
+                        )
+                    };
                     inner?;
-                    let losses = losses?;
-                    let l = losses.iter().sum::<f64>() / losses.len().max(1) as f64;
+                    // A failure of this rank's own shard: the others wait in the step's allreduce.
+                    let losses = losses.map_err(|e| reducer.fail(comm, np, e))?;
+                    debug_assert!(losses.is_empty() || losses.len() == weights.len());
+                    // This rank's weighted share of the batch loss (all of it in one process).
+                    let l = losses.iter().zip(&weights).map(|(l, w)| l * w).sum::<f64>() / losses.len().max(1) as f64;
                     loss_sum += l;
                     loss_n += 1;
                     tokens += ntok;
                     step += 1;
-                    rep.step(l, tokens as f64 / t_last.elapsed().as_secs_f64().max(1e-9));
+                    let shown = losses.iter().sum::<f64>() / losses.len().max(1) as f64;
+                    rep.step(shown, tokens as f64 / t_last.elapsed().as_secs_f64().max(1e-9));
                     if cfg.train.val_every > 0 && step % cfg.train.val_every as u64 == 0 {
                         validate_and_log!(gs, epoch);
                     }
                 }
             }
             TaskData::Stream { train, .. } => {
-                let bb = stream_batch(train, cfg.train.batch)?;
-                let stream = Stream::new(&model, &bb.batch(), bb.targets())?;
-                let ws = crate::bptt::windows(stream.seq_len(), tr);
+                let all = stream_batch(train, cfg.train.batch)?;
+                // This rank's contiguous share of the parallel streams: it carries their state
+                // from window to window; every window scores as many steps in each stream, so
+                // the rank's weight is its share of the streams.
+                let rows = shard(all.b, rank, size);
+                let share = rows.len() as f64 / all.b as f64;
+                let (total_b, seq_len) = (all.b, all.t);
+                let bb = if size == 1 { all } else { stream_rows(&all, rows) };
+                let stream =
+                    if bb.b > 0 { Some(Stream::new(&model, &bb.batch(), bb.targets())) } else { None }.transpose();
+                let stream = stream.map_err(|e| reducer.fail(comm, np, e))?;
+                let ws = crate::bptt::windows(seq_len, tr);
                 rep.epoch_start(epoch + 1, cfg.train.epochs, (ws.len() as u64).min(budget - step));
                 // Truncated BPTT over the parallel streams, one optimizer step per window; the
                 // state is carried (detached) from window to window, as `bptt::tbptt` does.
@@ -647,15 +817,34 @@ fn train_inner(cfg: &TrainConfig, resume: bool, rep: &mut dyn Reporter) -> Resul
                         break;
                     }
                     grads.iter_mut().for_each(|g| *g = 0.0);
-                    let r = stream.window(&model, w, Some(&state), Some(&mut grads), Some(&mut rng))?;
-                    let next = ws.get(k + 1).map_or(w.end, |n| n.start);
-                    state = stream.state_at(&model, w, &r.cache, next, &init);
-                    apply(&mut model, &mut opt, &mut grads, r.loss as f64, &mut gs, rep)?;
-                    loss_sum += r.loss as f64;
+                    let mut own_rng;
+                    let window_rng = if size == 1 {
+                        &mut rng
+                    } else {
+                        own_rng = rank_rng(train_seed, rank, step);
+                        &mut own_rng
+                    };
+                    let local = match &stream {
+                        Some(stream) => {
+                            stream.window(&model, w, Some(&state), Some(&mut grads), Some(window_rng)).map(|r| {
+                                let next = ws.get(k + 1).map_or(w.end, |n| n.start);
+                                state = stream.state_at(&model, w, &r.cache, next, &init);
+                                r.loss as f64
+                            })
+                        }
+                        None => Ok(0.0),
+                    };
+                    let loss = local.map_err(|e| reducer.fail(comm, np, e))?;
+                    if size > 1 {
+                        grads.iter_mut().for_each(|v| *v *= share as f32);
+                    }
+                    let global = reducer.reduce(comm, &mut grads, loss * share)?;
+                    apply(&mut model, &mut opt, &mut grads, global, &mut gs, rep)?;
+                    loss_sum += loss * share;
                     loss_n += 1;
-                    tokens += (w.end - w.score_from) * bb.b;
+                    tokens += (w.end - w.score_from) * total_b;
                     step += 1;
-                    rep.step(r.loss as f64, tokens as f64 / t_last.elapsed().as_secs_f64().max(1e-9));
+                    rep.step(loss, tokens as f64 / t_last.elapsed().as_secs_f64().max(1e-9));
                     if cfg.train.val_every > 0 && step % cfg.train.val_every as u64 == 0 {
                         validate_and_log!(gs, epoch);
                     }
@@ -667,7 +856,7 @@ fn train_inner(cfg: &TrainConfig, resume: bool, rep: &mut dyn Reporter) -> Resul
         if last_val.loss < best_val {
             best_val = last_val.loss;
             bad = 0;
-            checkpoint::save(&best_path, &model, task_json(&prep.meta))?;
+            lead_writes(comm, || checkpoint::save(&best_path, &model, task_json(&prep.meta)))?;
         } else {
             bad += 1;
         }
@@ -680,14 +869,6 @@ fn train_inner(cfg: &TrainConfig, resume: bool, rep: &mut dyn Reporter) -> Resul
         });
         let stopped_early = (cfg.train.patience > 0 && bad >= cfg.train.patience) || reached;
         // Save where training stands (model, optimizer, schedule, RNG) for --resume.
-        checkpoint::save(&last_path, &model, task_json(&prep.meta))?;
-        let slots: Vec<(String, Vec<usize>, Vec<u8>)> = opt
-            .slots
-            .iter()
-            .enumerate()
-            .map(|(k, s)| (format!("slot{k}"), vec![s.len()], s.iter().flat_map(|v| v.to_le_bytes()).collect()))
-            .collect();
-        write_atomic(&out.join("optimizer.safetensors"), &checkpoint::serialize_tensors(&slots, Default::default())?)?;
         let st = TrainState {
             epoch: epoch + 1,
             step,
@@ -702,7 +883,20 @@ fn train_inner(cfg: &TrainConfig, resume: bool, rep: &mut dyn Reporter) -> Resul
             metrics_lines,
             stopped_early,
         };
-        write_json(&state_path, &st)?;
+        lead_writes(comm, || {
+            checkpoint::save(&last_path, &model, task_json(&prep.meta))?;
+            let slots: Vec<(String, Vec<usize>, Vec<u8>)> = opt
+                .slots
+                .iter()
+                .enumerate()
+                .map(|(k, s)| (format!("slot{k}"), vec![s.len()], s.iter().flat_map(|v| v.to_le_bytes()).collect()))
+                .collect();
+            write_atomic(
+                &out.join("optimizer.safetensors"),
+                &checkpoint::serialize_tensors(&slots, Default::default())?,
+            )?;
+            write_json(&state_path, &st)
+        })?;
         if reached {
             rep.info(&format!(
                 "stop: validation {metric} {:.5} reached the goal {}",
@@ -716,38 +910,58 @@ fn train_inner(cfg: &TrainConfig, resume: bool, rep: &mut dyn Reporter) -> Resul
             break;
         }
     }
-    if !best_path.exists() {
-        return Err(data_err(&best_path, None, "no epoch ended with a finite validation loss, so no model was saved"));
-    }
-    // Report on the best model.
-    let (best, _) = checkpoint::load::<f32>(&best_path)?;
+    // Report on the best model: rank 0 reads it, every rank evaluates its shard.
+    let loaded = if lead {
+        if !best_path.exists() {
+            Err(data_err(&best_path, None, "no epoch ended with a finite validation loss, so no model was saved"))
+        } else {
+            checkpoint::load::<f32>(&best_path).and_then(|(b, _)| {
+                if b.cfg == model.cfg {
+                    Ok(Some(b))
+                } else {
+                    Err(data_err(&best_path, None, "was written by a different model configuration"))
+                }
+            })
+        }
+    } else {
+        Ok(None)
+    };
+    let mut best = agree(comm, loaded)?.unwrap_or_else(|| model.clone());
+    comm.broadcast_f32(0, &mut best.params);
     let (best_eval, test) = match &prep.data {
         TaskData::Examples { val, test, .. } => (
-            evaluate(&best, val, cfg.train.batch, &metric, &prep.meta)?,
-            (!test.is_empty()).then(|| evaluate(&best, test, cfg.train.batch, &metric, &prep.meta)).transpose()?,
+            evaluate_on(&best, val, cfg.train.batch, &metric, &prep.meta, comm)?,
+            (!test.is_empty())
+                .then(|| evaluate_on(&best, test, cfg.train.batch, &metric, &prep.meta, comm))
+                .transpose()?,
         ),
         TaskData::Stream { val, test, .. } => (
-            evaluate_stream(&best, val, cfg.train.batch, cfg.train.k1)?,
+            evaluate_stream_on(&best, val, cfg.train.batch, cfg.train.k1, comm)?,
             (test.len() > cfg.train.batch + 1)
-                .then(|| evaluate_stream(&best, test, cfg.train.batch, cfg.train.k1))
+                .then(|| evaluate_stream_on(&best, test, cfg.train.batch, cfg.train.k1, comm))
                 .transpose()?,
         ),
     };
-    let mut plots = Vec::new();
     let loss_plot = out.join("loss.svg");
-    crate::plot::plot_metrics(&metrics_path, &loss_plot)?;
-    plots.push(loss_plot);
-    if let (TaskData::Examples { val, .. }, Some(norm)) = (&prep.data, &prep.meta.target_norm) {
-        let p = out.join("forecast.svg");
-        let (actual, forecast) = usage::forecast_series(&best, val, norm, cfg.train.batch)?;
-        crate::plot::plot_forecast(
-            &p,
-            &format!("{} ({}): validation, one step ahead", prep.meta.target_columns[0], cfg.task),
-            &actual,
-            &forecast,
-        )?;
-        plots.push(p);
-    }
+    let forecast = match (&prep.data, &prep.meta.target_norm) {
+        (TaskData::Examples { val, .. }, Some(norm)) => Some((out.join("forecast.svg"), val, norm)),
+        _ => None,
+    };
+    lead_writes(comm, || {
+        crate::plot::plot_metrics(&metrics_path, &loss_plot)?;
+        if let Some((p, val, norm)) = &forecast {
+            let (actual, series) = usage::forecast_series(&best, val, norm, cfg.train.batch)?;
+            crate::plot::plot_forecast(
+                p,
+                &format!("{} ({}): validation, one step ahead", prep.meta.target_columns[0], cfg.task),
+                &actual,
+                &series,
+            )?;
+        }
+        Ok(())
+    })?;
+    let mut plots = vec![loss_plot];
+    plots.extend(forecast.map(|(p, _, _)| p));
     Ok(Summary {
         out_dir: out,
         best_val: best_eval,
@@ -759,6 +973,120 @@ fn train_inner(cfg: &TrainConfig, resume: bool, rep: &mut dyn Reporter) -> Resul
         steps: step,
         plots,
     })
+}
+
+/// Runs `write` (files of the run) on rank 0 only; every rank learns whether it worked.
+fn lead_writes(comm: &dyn Comm, write: impl FnOnce() -> Result<()>) -> Result<()> {
+    agree(comm, if comm.rank() == 0 { write() } else { Ok(()) })
+}
+
+/// Reads what `--resume` continues from: the training state, the model after
+/// the last epoch (checked against `model`'s configuration) and the optimizer slots.
+fn read_saved(out: &Path, model: &Model<f32>, opt: &Optimizer<f32>) -> Result<(TrainState, Model<f32>, Vec<Vec<f32>>)> {
+    let state_path = out.join("train_state.json");
+    let last_path = out.join("last.safetensors");
+    let text =
+        std::fs::read_to_string(&state_path).map_err(|e| data_err(&state_path, None, format!("cannot resume: {e}")))?;
+    let st: TrainState =
+        serde_json::from_str(&text).map_err(|e| data_err(&state_path, None, format!("corrupt training state: {e}")))?;
+    let (last, _) = checkpoint::load::<f32>(&last_path)?;
+    if last.cfg != model.cfg {
+        return Err(data_err(&last_path, None, "was written by a different model configuration"));
+    }
+    let (slots, _) = checkpoint::read_tensors(&out.join("optimizer.safetensors"))?;
+    if slots.len() != opt.slots.len() || slots.iter().any(|(_, _, v)| v.len() != last.num_params()) {
+        return Err(data_err(
+            out.join("optimizer.safetensors"),
+            None,
+            "optimizer state does not match the model and optimizer",
+        ));
+    }
+    let slots = slots.into_iter().map(|(_, _, v)| v.into_iter().map(|x| x as f32).collect()).collect();
+    Ok((st, last, slots))
+}
+
+/// Rank `rank`'s random numbers at step `step` of a run of several processes
+/// (dropout masks, the online estimators' random signs): a stream of its own,
+/// keyed by (rank, step), so the shared training RNG (the shuffling) advances
+/// identically on every rank and a resumed run draws the same numbers.
+fn rank_rng(seed: u64, rank: usize, step: u64) -> ChaCha8Rng {
+    let mut r = ChaCha8Rng::seed_from_u64(seed ^ 0xd15e_a5ed_0000_0000);
+    r.set_stream(((rank as u64 + 1) << 48) ^ step);
+    r
+}
+
+/// The elements the loss scores (the denominator of its mean) among the
+/// examples `idx`, in each window: a last-step target counts in the window
+/// holding its sequence's last step, an every-step target in the window
+/// scoring its step; ignored classes (`IGNORE_INDEX`) do not count.
+fn scored(ex: &Examples, idx: &[usize], ws: &[Window]) -> Vec<usize> {
+    ws.iter()
+        .map(|w| {
+            let scores = |s: usize| (w.score_from..w.end).contains(&s);
+            idx.iter()
+                .map(|&i| {
+                    let last = ex.seq_len(i).saturating_sub(1);
+                    match &ex.targets {
+                        TargetSet::Real { width, .. } => usize::from(scores(last)) * width,
+                        TargetSet::Class(v) => usize::from(scores(last) && v[i] != IGNORE_INDEX),
+                        TargetSet::ClassSeq(v) => (w.score_from..w.end.min(last + 1))
+                            .filter(|&s| v[i].get(s).is_some_and(|&c| c != IGNORE_INDEX))
+                            .count(),
+                    }
+                })
+                .sum()
+        })
+        .collect()
+}
+
+/// This rank's weight in each update of a batch: its scored elements over the
+/// whole batch's. The engine returns the gradient of the shard's *mean* loss;
+/// weighted so, the ranks' gradients sum to the gradient of the whole batch's
+/// mean loss, exactly as one process computes it, whatever the shard sizes
+/// and masks.
+fn shard_weights(ex: &Examples, all: &[usize], part: &[usize], ws: &[Window]) -> Vec<f64> {
+    let (mine, total) = (scored(ex, part, ws), scored(ex, all, ws));
+    mine.iter().zip(&total).map(|(&m, &t)| if t == 0 { 0.0 } else { m as f64 / t as f64 }).collect()
+}
+
+/// FNV-1a over the prepared data, to check that every rank read the same.
+fn fingerprint(data: &TaskData) -> u64 {
+    fn examples(ex: &Examples, eat: &mut impl FnMut(u64)) {
+        eat(ex.len() as u64);
+        match &ex.inputs {
+            Inputs::Dense { seqs, .. } => seqs.iter().flatten().for_each(|v| eat(u64::from(v.to_bits()))),
+            Inputs::Tokens { seqs } => seqs.iter().flatten().for_each(|&v| eat(v as u64)),
+        }
+        match &ex.targets {
+            TargetSet::Real { rows, .. } => rows.iter().flatten().for_each(|v| eat(u64::from(v.to_bits()))),
+            TargetSet::Class(v) => v.iter().for_each(|&c| eat(c as u64)),
+            TargetSet::ClassSeq(v) => v.iter().flatten().for_each(|&c| eat(c as u64)),
+        }
+    }
+    let mut h = 0xcbf2_9ce4_8422_2325u64;
+    let mut eat = |v: u64| {
+        for b in v.to_le_bytes() {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    };
+    match data {
+        TaskData::Examples { train, val, test } => [train, val, test].into_iter().for_each(|ex| examples(ex, &mut eat)),
+        TaskData::Stream { train, val, test } => [train, val, test].into_iter().flatten().for_each(|&v| eat(v as u64)),
+    }
+    h
+}
+
+/// Checks that this rank read the same data as rank 0 (on several hosts each
+/// reads its own copy of the files).
+fn same_data(comm: &dyn Comm, cfg: &TrainConfig, data: &TaskData) -> Result<()> {
+    let mine = fingerprint(data).to_le_bytes();
+    let mut root = mine;
+    comm.broadcast_u8(0, &mut root);
+    if root == mine {
+        return Ok(());
+    }
+    let what = cfg.data.path.as_ref().map_or_else(|| format!("the {} data", cfg.task), |p| p.display().to_string());
+    Err(data_err(what, None, "differs from rank 0's copy: every process must read the same data"))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -851,5 +1179,6 @@ pub fn is_user_error(e: &Error) -> bool {
             | Error::Token { .. }
             | Error::Class { .. }
             | Error::Param { .. }
+            | Error::Rank { user: true, .. }
     )
 }
