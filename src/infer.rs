@@ -17,7 +17,7 @@
 use crate::cells::{Cell, CellKind, Elman, Gru, Lstm};
 use crate::error::{check_len, config_err, shape_err, Result};
 use crate::float::Float;
-use crate::linalg::{add_rows, gemm_packed, Packed, Tr};
+use crate::linalg::{add_rows, gemm, gemm_packed, Packed, Tr};
 use crate::network::{opt_view, time_of, DirParams, RnnConfig, RnnState};
 use crate::params::ParamTable;
 use crate::simd::{dispatch, Kernel};
@@ -42,6 +42,10 @@ pub struct Runner<'p, F> {
     act: Vec<F>,
     /// Zeros [G*H]: the `gh` of cells that fold it into gx.
     zero_g: Vec<F>,
+    /// Input projection of every step of a sequence [T, B, G*H].
+    gx_all: Vec<F>,
+    /// Summed biases of that projection [G*H].
+    bias: Vec<F>,
     /// New states of one step [B, H].
     h_new: Vec<F>,
     c_new: Vec<F>,
@@ -78,6 +82,8 @@ impl<'p, F: Float> Runner<'p, F> {
             gh: Vec::new(),
             act: vec![F::zero(); g],
             zero_g: vec![F::zero(); g],
+            gx_all: Vec::new(),
+            bias: Vec::new(),
             h_new: Vec::new(),
             c_new: Vec::new(),
             layer_a: Vec::new(),
@@ -164,7 +170,29 @@ impl<'p, F: Float> Runner<'p, F> {
                 let dp = self.dirp[ld];
                 let k = ld * b * h;
                 let input: &[F] = if l == 0 { x } else { &self.layer_b };
+                // A sequence: the input projection of all steps is one product
+                // (the per-step ones have only I_l terms each).
+                let pre = t_len > 1;
+                if pre {
+                    // Every row starts as the biases: b_ih, plus b_hh for the cells that
+                    // fold gh into gx (all but the GRU, see `Cell::NEEDS_GH`); then += X W_ihᵀ.
+                    self.bias.clear();
+                    self.bias.resize(g, F::zero());
+                    for idx in [dp.b_ih, if cfg.cell == CellKind::Gru { usize::MAX } else { dp.b_hh }] {
+                        for (a, v) in self.bias.iter_mut().zip(opt_view(self.table, self.params, idx)) {
+                            *a += *v;
+                        }
+                    }
+                    self.gx_all.clear();
+                    for _ in 0..t_len * b {
+                        self.gx_all.extend_from_slice(&self.bias);
+                    }
+                    let w_ih = self.table.view(self.params, dp.w_ih);
+                    gemm(t_len * b, i_l, g, F::one(), input, Tr::N, w_ih, Tr::T, F::one(), &mut self.gx_all);
+                }
                 let sweep = Sweep {
+                    pre,
+                    gx_all: &mut self.gx_all,
                     t_len,
                     b,
                     h,
@@ -229,6 +257,10 @@ struct Sweep<'a, F> {
     c_new: &'a mut [F],
     /// The zero `gh` [G*H] of cells that fold it into gx.
     zero_g: &'a [F],
+    /// Whether `gx_all` [T, B, G*H] already holds every step's input
+    /// projection with its biases (sequences; a single step projects itself).
+    pre: bool,
+    gx_all: &'a mut [F],
 }
 
 /// A sweep with its cell, run through `simd::dispatch`.
@@ -243,10 +275,19 @@ impl<C: Cell<F>, F: Float> Kernel for WithCell<'_, C, F> {
         let g = C::GATES * h;
         for step in 0..s.t_len {
             let t = time_of(s.d, step, s.t_len);
-            gemm_packed(b, &s.x[t * b * i_l..(t + 1) * b * i_l], s.w_ih, F::zero(), s.gx);
-            if !s.b_ih.is_empty() {
-                add_rows(s.gx, s.b_ih);
-            }
+            // gx = x_t W_ihᵀ + b_ih (+ b_hh for cells that fold gh into gx).
+            let gx_t: &mut [F] = if s.pre {
+                &mut s.gx_all[t * b * g..(t + 1) * b * g]
+            } else {
+                gemm_packed(b, &s.x[t * b * i_l..(t + 1) * b * i_l], s.w_ih, F::zero(), s.gx);
+                if !s.b_ih.is_empty() {
+                    add_rows(s.gx, s.b_ih);
+                }
+                if !C::NEEDS_GH && !s.b_hh.is_empty() {
+                    add_rows(s.gx, s.b_hh);
+                }
+                &mut *s.gx
+            };
             if C::NEEDS_GH {
                 gemm_packed(b, s.h_state, s.w_hh, F::zero(), s.gh);
                 if !s.b_hh.is_empty() {
@@ -254,10 +295,7 @@ impl<C: Cell<F>, F: Float> Kernel for WithCell<'_, C, F> {
                 }
             } else {
                 // pre = gx + gh: the recurrent product goes straight into gx (see `Cell::NEEDS_GH`).
-                if !s.b_hh.is_empty() {
-                    add_rows(s.gx, s.b_hh);
-                }
-                gemm_packed(b, s.h_state, s.w_hh, F::one(), s.gx);
+                gemm_packed(b, s.h_state, s.w_hh, F::one(), gx_t);
             }
             for r in 0..b {
                 let rh = r * h..(r + 1) * h;
@@ -265,7 +303,7 @@ impl<C: Cell<F>, F: Float> Kernel for WithCell<'_, C, F> {
                     let (cp, cn): (&[F], &mut [F]) =
                         if C::HAS_C { (&s.c_state[rh.clone()], &mut s.c_new[rh.clone()]) } else { (&[], &mut []) };
                     cell.step_forward(
-                        &s.gx[r * g..(r + 1) * g],
+                        &gx_t[r * g..(r + 1) * g],
                         if C::NEEDS_GH { &s.gh[r * g..(r + 1) * g] } else { s.zero_g },
                         &s.h_state[rh.clone()],
                         cp,
