@@ -9,7 +9,8 @@
 //! it calls, are compiled again for those instructions. The portable
 //! instantiation of the very same code is the safe twin: tests run both.
 //!
-//! This is the crate's only use of `unsafe` besides `linalg`.
+//! Besides `linalg` (and the GEMM hook in `float`), this is the only place the
+//! engine uses `unsafe`.
 
 /// A piece of work whose body should be compiled for the best instructions
 /// the CPU has. `run` must be `#[inline(always)]` to gain anything.
@@ -45,10 +46,32 @@ pub fn detected() -> Level {
     Level::Portable
 }
 
-/// Runs `k` compiled for the best instructions of this CPU.
+/// A process-wide cap on the level `dispatch` uses (0: none). Tests set it to
+/// run the portable twin of every kernel and compare.
+static CAP: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+/// Caps the instructions `dispatch` may use, for the whole process (`None`:
+/// the best the CPU has). For tests and measurements: comparing the portable
+/// build of the kernels with the fast one.
+pub fn set_cap(level: Option<Level>) {
+    let v = match level {
+        None => 0,
+        Some(Level::Portable) => 1,
+        Some(Level::Avx2) => 2,
+        Some(Level::Avx512) => 3,
+    };
+    CAP.store(v, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Runs `k` compiled for the best instructions of this CPU (within the cap).
 #[inline]
 pub fn dispatch<K: Kernel>(k: K) -> K::Output {
-    dispatch_at(detected(), k)
+    let level = match CAP.load(std::sync::atomic::Ordering::Relaxed) {
+        1 => Level::Portable,
+        2 => Level::Avx2,
+        _ => detected(),
+    };
+    dispatch_at(level, k)
 }
 
 /// Runs `k` compiled for `level`, or for a lower level if the CPU lacks it
