@@ -17,8 +17,8 @@
 use crate::cells::{Cell, CellKind, Elman, Gru, Lstm};
 use crate::error::{check_len, config_err, shape_err, Result};
 use crate::float::Float;
-use crate::linalg::{add_rows, gemm, gemm_packed, Packed, Tr};
-use crate::network::{opt_view, time_of, DirParams, RnnConfig, RnnState};
+use crate::linalg::{add_rows, gemm, gemm_packed_threads, Packed, Tr};
+use crate::network::{opt_view, row_cuts, run_parts, split_steps, time_of, DirParams, RnnConfig, RnnState};
 use crate::params::ParamTable;
 use crate::simd::{dispatch, Kernel};
 
@@ -116,7 +116,7 @@ impl<'p, F: Float> Runner<'p, F> {
     /// with this batch size. Returns the top layer's output [B, D*H].
     pub fn step(&mut self, x: &[F], state: &mut RnnState<F>) -> Result<&[F]> {
         let i = self.cfg.input_size;
-        if x.is_empty() || x.len() % i != 0 {
+        if x.is_empty() || !x.len().is_multiple_of(i) {
             return Err(shape_err("x", format!("[B, I={i}]"), format!("{} values", x.len())));
         }
         let b = x.len() / i;
@@ -190,36 +190,40 @@ impl<'p, F: Float> Runner<'p, F> {
                     let w_ih = self.table.view(self.params, dp.w_ih);
                     gemm(t_len * b, i_l, g, F::one(), input, Tr::N, w_ih, Tr::T, F::one(), &mut self.gx_all);
                 }
-                let sweep = Sweep {
-                    pre,
-                    gx_all: &mut self.gx_all,
+                let b_ih = opt_view(self.table, self.params, dp.b_ih);
+                let b_hh = opt_view(self.table, self.params, dp.b_hh);
+                let dir = Dir {
                     t_len,
                     b,
                     h,
                     i_l,
                     d,
                     dh_out,
+                    pre,
                     lengths,
                     x: input,
                     w_ih: &self.w_ih[ld],
                     w_hh: &self.w_hh[ld],
-                    b_ih: opt_view(self.table, self.params, dp.b_ih),
-                    b_hh: opt_view(self.table, self.params, dp.b_hh),
-                    h_state: &mut state.h[k..k + b * h],
-                    c_state: if cfg.cell.has_c() { &mut state.c[k..k + b * h] } else { &mut [] },
+                    b_ih,
+                    b_hh,
+                    zero_g: &self.zero_g,
+                };
+                let h_state = &mut state.h[k..k + b * h];
+                let c_state: &mut [F] = if cfg.cell.has_c() { &mut state.c[k..k + b * h] } else { &mut [] };
+                let ws = Workspaces {
                     out: &mut self.layer_a,
+                    gx_all: &mut self.gx_all,
                     gx: &mut self.gx,
                     gh: &mut self.gh,
                     act: &mut self.act,
                     h_new: &mut self.h_new,
                     c_new: &mut self.c_new,
-                    zero_g: &self.zero_g,
                 };
                 match cfg.cell {
-                    CellKind::RnnTanh => dispatch(WithCell(Elman { relu: false }, sweep)),
-                    CellKind::RnnRelu => dispatch(WithCell(Elman { relu: true }, sweep)),
-                    CellKind::Lstm => dispatch(WithCell(Lstm, sweep)),
-                    CellKind::Gru => dispatch(WithCell(Gru, sweep)),
+                    CellKind::RnnTanh => sweep_dir(Elman { relu: false }, &dir, h_state, c_state, ws),
+                    CellKind::RnnRelu => sweep_dir(Elman { relu: true }, &dir, h_state, c_state, ws),
+                    CellKind::Lstm => sweep_dir(Lstm, &dir, h_state, c_state, ws),
+                    CellKind::Gru => sweep_dir(Gru, &dir, h_state, c_state, ws),
                 }
             }
         }
@@ -227,92 +231,198 @@ impl<'p, F: Float> Runner<'p, F> {
     }
 }
 
-/// One (layer, direction) over all steps: its inputs, weights and workspaces.
-struct Sweep<'a, F> {
+/// What one (layer, direction) reads: sizes, inputs, weights.
+struct Dir<'a, F> {
     t_len: usize,
+    /// B of the whole batch
     b: usize,
     h: usize,
     i_l: usize,
     d: usize,
     dh_out: usize,
+    /// Whether `gx_all` [T, B, G*H] already holds every step's input
+    /// projection with its biases (sequences; a single step projects itself).
+    pre: bool,
     /// [B]
     lengths: &'a [usize],
-    /// Layer input [T, B, I_l].
+    /// Layer input [T, B, I_l] (read only for a single step, T = 1).
     x: &'a [F],
     w_ih: &'a Packed<F>,
     w_hh: &'a Packed<F>,
     /// [G*H] or empty.
     b_ih: &'a [F],
     b_hh: &'a [F],
-    /// State in and out [B, H].
-    h_state: &'a mut [F],
-    c_state: &'a mut [F],
+    /// The zero `gh` [G*H] of cells that fold it into gx.
+    zero_g: &'a [F],
+}
+
+/// The buffers one (layer, direction) writes, whole batch.
+struct Workspaces<'a, F> {
     /// Layer output [T, B, D*H].
     out: &'a mut [F],
-    /// Workspaces [B, G*H], [B, G*H], [G*H], [B, H], [B, H].
+    /// [T, B, G*H] (sequences) or empty.
+    gx_all: &'a mut [F],
+    /// [B, G*H], [B, G*H], [G*H] (grown to one per row block), [B, H], [B, H].
+    gx: &'a mut Vec<F>,
+    gh: &'a mut [F],
+    act: &'a mut Vec<F>,
+    h_new: &'a mut [F],
+    c_new: &'a mut [F],
+}
+
+/// Runs one (layer, direction): on this thread, or, for a sequence batch big
+/// enough, as blocks of rows on the pool's threads (rows are independent
+/// sequences: each block runs the whole time loop, no per-step sync).
+fn sweep_dir<C: Cell<F>, F: Float>(
+    cell: C,
+    dir: &Dir<'_, F>,
+    h_state: &mut [F],
+    c_state: &mut [F],
+    ws: Workspaces<'_, F>,
+) {
+    let (b, h) = (dir.b, dir.h);
+    let g = C::GATES * h;
+    if !dir.pre {
+        // A single step (the streaming path): whole buffers, nothing allocated.
+        let mut out = &mut *ws.out;
+        let mut gx_all = &mut *ws.gx_all;
+        let job = Rows {
+            dir,
+            r0: 0,
+            rows: b,
+            inner: rayon::current_num_threads(),
+            out: std::slice::from_mut(&mut out),
+            gx_all: std::slice::from_mut(&mut gx_all),
+            h_state,
+            c_state,
+            gx: &mut ws.gx[..],
+            gh: ws.gh,
+            act: &mut ws.act[..g],
+            h_new: ws.h_new,
+            c_new: ws.c_new,
+        };
+        dispatch(WithCell(cell, job));
+        return;
+    }
+    // A sequence: per-step lists of each block's rows (one block on one thread).
+    let cuts = row_cuts(b, b * h * g);
+    let parts = cuts.len() - 1;
+    ws.act.resize(parts * g, F::zero());
+    let inner = if parts > 1 { 1 } else { rayon::current_num_threads() };
+    let mut out_p = split_steps(ws.out, b, dir.dh_out, &cuts);
+    let mut gxa_p = split_steps(ws.gx_all, b, g, &cuts);
+    let mut h_it = single(split_steps(h_state, b, h, &cuts));
+    let mut c_it = single(split_steps(c_state, b, h, &cuts));
+    let mut gx_it = single(split_steps(&mut ws.gx[..], b, g, &cuts));
+    let mut gh_it = single(split_steps(ws.gh, b, g, &cuts));
+    let mut hn_it = single(split_steps(ws.h_new, b, h, &cuts));
+    let mut cn_it = single(split_steps(ws.c_new, b, h, &cuts));
+    let mut act_it = ws.act.chunks_mut(g);
+    let mut jobs = Vec::with_capacity(parts);
+    for ((p, out), gx_all) in out_p.iter_mut().enumerate().zip(gxa_p.iter_mut()) {
+        let rows = Rows {
+            dir,
+            r0: cuts[p],
+            rows: cuts[p + 1] - cuts[p],
+            inner,
+            out: &mut out[..],
+            gx_all: &mut gx_all[..],
+            h_state: h_it.next().unwrap_or_default(),
+            c_state: c_it.next().unwrap_or_default(),
+            gx: gx_it.next().unwrap_or_default(),
+            gh: gh_it.next().unwrap_or_default(),
+            act: act_it.next().unwrap_or_default(),
+            h_new: hn_it.next().unwrap_or_default(),
+            c_new: cn_it.next().unwrap_or_default(),
+        };
+        jobs.push(WithCell(cell, rows));
+    }
+    run_parts(jobs);
+}
+
+/// The one step of each row block of `split_steps` (empty slices for an empty buffer).
+fn single<F>(v: Vec<Vec<&mut [F]>>) -> impl Iterator<Item = &mut [F]> {
+    v.into_iter().map(|mut steps| steps.pop().unwrap_or_default())
+}
+
+/// One block of rows [r0, r0 + rows) of one (layer, direction) over all
+/// steps. Per-step lists (`out`, `gx_all`) hold this block's rows of each
+/// step; the other buffers are this block's rows.
+struct Rows<'d, 's, 'a, F> {
+    dir: &'d Dir<'d, F>,
+    r0: usize,
+    rows: usize,
+    /// Threads for the products inside the block (1 when blocks run in parallel).
+    inner: usize,
+    /// [T][rows, D*H]
+    out: &'s mut [&'a mut [F]],
+    /// [T][rows, G*H] (sequences) or empty
+    gx_all: &'s mut [&'a mut [F]],
+    /// State in and out [rows, H].
+    h_state: &'a mut [F],
+    c_state: &'a mut [F],
+    /// Workspaces [rows, G*H], [rows, G*H], [G*H], [rows, H], [rows, H].
     gx: &'a mut [F],
     gh: &'a mut [F],
     act: &'a mut [F],
     h_new: &'a mut [F],
     c_new: &'a mut [F],
-    /// The zero `gh` [G*H] of cells that fold it into gx.
-    zero_g: &'a [F],
-    /// Whether `gx_all` [T, B, G*H] already holds every step's input
-    /// projection with its biases (sequences; a single step projects itself).
-    pre: bool,
-    gx_all: &'a mut [F],
 }
 
-/// A sweep with its cell, run through `simd::dispatch`.
-struct WithCell<'a, C, F>(C, Sweep<'a, F>);
+/// A block of rows with its cell, run through `simd::dispatch`.
+struct WithCell<'d, 's, 'a, C, F>(C, Rows<'d, 's, 'a, F>);
 
-impl<C: Cell<F>, F: Float> Kernel for WithCell<'_, C, F> {
+impl<C: Cell<F>, F: Float> Kernel for WithCell<'_, '_, '_, C, F> {
     type Output = ();
     #[inline(always)]
     fn run(self) {
         let WithCell(cell, s) = self;
-        let (b, h, i_l) = (s.b, s.h, s.i_l);
+        let dir = s.dir;
+        let (b, h, i_l, m, r0) = (dir.b, dir.h, dir.i_l, s.rows, s.r0);
         let g = C::GATES * h;
-        for step in 0..s.t_len {
-            let t = time_of(s.d, step, s.t_len);
+        let lengths = &dir.lengths[r0..r0 + m];
+        for step in 0..dir.t_len {
+            let t = time_of(dir.d, step, dir.t_len);
             // gx = x_t W_ihᵀ + b_ih (+ b_hh for cells that fold gh into gx).
-            let gx_t: &mut [F] = if s.pre {
-                &mut s.gx_all[t * b * g..(t + 1) * b * g]
+            let gx_t: &mut [F] = if dir.pre {
+                &mut *s.gx_all[t]
             } else {
-                gemm_packed(b, &s.x[t * b * i_l..(t + 1) * b * i_l], s.w_ih, F::zero(), s.gx);
-                if !s.b_ih.is_empty() {
-                    add_rows(s.gx, s.b_ih);
+                let x_t = &dir.x[(t * b + r0) * i_l..(t * b + r0 + m) * i_l];
+                gemm_packed_threads(m, x_t, dir.w_ih, F::zero(), s.gx, s.inner);
+                if !dir.b_ih.is_empty() {
+                    add_rows(s.gx, dir.b_ih);
                 }
-                if !C::NEEDS_GH && !s.b_hh.is_empty() {
-                    add_rows(s.gx, s.b_hh);
+                if !C::NEEDS_GH && !dir.b_hh.is_empty() {
+                    add_rows(s.gx, dir.b_hh);
                 }
                 &mut *s.gx
             };
             if C::NEEDS_GH {
-                gemm_packed(b, s.h_state, s.w_hh, F::zero(), s.gh);
-                if !s.b_hh.is_empty() {
-                    add_rows(s.gh, s.b_hh);
+                gemm_packed_threads(m, s.h_state, dir.w_hh, F::zero(), s.gh, s.inner);
+                if !dir.b_hh.is_empty() {
+                    add_rows(s.gh, dir.b_hh);
                 }
             } else {
                 // pre = gx + gh: the recurrent product goes straight into gx (see `Cell::NEEDS_GH`).
-                gemm_packed(b, s.h_state, s.w_hh, F::one(), gx_t);
+                gemm_packed_threads(m, s.h_state, dir.w_hh, F::one(), gx_t, s.inner);
             }
-            for r in 0..b {
+            let out_t = &mut *s.out[t];
+            for (r, &len) in lengths.iter().enumerate() {
                 let rh = r * h..(r + 1) * h;
-                if t < s.lengths[r] {
+                if t < len {
                     let (cp, cn): (&[F], &mut [F]) =
                         if C::HAS_C { (&s.c_state[rh.clone()], &mut s.c_new[rh.clone()]) } else { (&[], &mut []) };
                     cell.step_forward(
                         &gx_t[r * g..(r + 1) * g],
-                        if C::NEEDS_GH { &s.gh[r * g..(r + 1) * g] } else { s.zero_g },
+                        if C::NEEDS_GH { &s.gh[r * g..(r + 1) * g] } else { dir.zero_g },
                         &s.h_state[rh.clone()],
                         cp,
                         s.act,
                         &mut s.h_new[rh.clone()],
                         cn,
                     );
-                    let o = (t * b + r) * s.dh_out + s.d * h;
-                    s.out[o..o + h].copy_from_slice(&s.h_new[rh]);
+                    let o = r * dir.dh_out + dir.d * h;
+                    out_t[o..o + h].copy_from_slice(&s.h_new[rh]);
                 } else {
                     // Past this sequence's length the state stays as it is.
                     s.h_new[rh.clone()].copy_from_slice(&s.h_state[rh.clone()]);
@@ -321,9 +431,9 @@ impl<C: Cell<F>, F: Float> Kernel for WithCell<'_, C, F> {
                     }
                 }
             }
-            s.h_state.copy_from_slice(s.h_new);
+            s.h_state.copy_from_slice(&s.h_new[..m * h]);
             if C::HAS_C {
-                s.c_state.copy_from_slice(s.c_new);
+                s.c_state.copy_from_slice(&s.c_new[..m * h]);
             }
         }
     }

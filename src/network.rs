@@ -667,7 +667,7 @@ fn backward_cell<F: Float, C: Cell<F>>(
 /// of the current pool, in multiples of 8 rows (the micro-kernel's row
 /// block) when possible; one block when the per-step work is too small to
 /// pay for a second thread.
-fn row_cuts(b: usize, step_work: usize) -> Vec<usize> {
+pub(crate) fn row_cuts(b: usize, step_work: usize) -> Vec<usize> {
     let threads = rayon::current_num_threads();
     let parts = if threads > 1 && step_work >= 1 << 15 { threads.min(b) } else { 1 };
     let unit = if b >= 8 * parts { 8 } else { 1 };
@@ -684,7 +684,7 @@ fn row_cuts(b: usize, step_work: usize) -> Vec<usize> {
 
 /// Cuts every step [B, W] of `buf` [S, B, W] into the row blocks of `cuts`:
 /// result [block][step]. An empty buffer gives empty lists.
-fn split_steps<'a, F>(buf: &'a mut [F], b: usize, w: usize, cuts: &[usize]) -> Vec<Vec<&'a mut [F]>> {
+pub(crate) fn split_steps<'a, F>(buf: &'a mut [F], b: usize, w: usize, cuts: &[usize]) -> Vec<Vec<&'a mut [F]>> {
     let parts = cuts.len() - 1;
     let mut out: Vec<Vec<&'a mut [F]>> = (0..parts).map(|_| Vec::new()).collect();
     if buf.is_empty() || b * w == 0 {
@@ -708,7 +708,7 @@ fn take1<'a, F>(v: &mut Vec<Vec<&'a mut [F]>>) -> &'a mut [F] {
 
 /// Runs the row blocks, each compiled for the CPU's vector instructions,
 /// the first on this thread and the others on the pool (`rayon::join`).
-fn run_parts<K: Kernel<Output = ()> + Send>(mut jobs: Vec<K>) {
+pub(crate) fn run_parts<K: Kernel<Output = ()> + Send>(mut jobs: Vec<K>) {
     fn go<K: Kernel<Output = ()> + Send>(jobs: &mut Vec<K>) {
         match jobs.len() {
             0 => {}

@@ -146,3 +146,37 @@ fn runner_rejects_wrong_shapes() {
     let e = runner.step(&[0.0; 3], &mut state).unwrap_err().to_string();
     assert!(e.contains("state.h") && e.contains('8') && e.contains('4'), "{e}");
 }
+
+/// Sequence batches big enough run their rows on separate threads: the same
+/// outputs and final states with 1, 2 and 3 threads (ragged, bidirectional).
+#[test]
+fn predict_is_the_same_on_any_number_of_threads() {
+    for (n, cell) in ALL_CELLS.into_iter().enumerate() {
+        let (b, i, h, t) = (19, 4, 48, 5);
+        let cfg = model_cfg(cell, i, h, 2, true, HeadKind::Every, 2, LossKind::Mse);
+        let model = random_model(cfg, n as u64 + 90, 0.3);
+        let x = randn_vec(&mut rng(n as u64 + 91), b * t * i, 1.0);
+        let lengths: Vec<usize> = (0..b).map(|k| 1 + (k * 3 + 1) % t).collect();
+        let run = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            pool.install(|| {
+                let batch = Batch {
+                    input: SeqInput::Dense(&x),
+                    batch: b,
+                    seq_len: t,
+                    batch_first: true,
+                    lengths: Some(&lengths),
+                };
+                model.predict(&batch, None).unwrap()
+            })
+        };
+        let one = run(1);
+        for threads in [2, 3] {
+            let got = run(threads);
+            let what = format!("{cell:?} {threads} threads");
+            close(&format!("{what} y"), &got.y, &one.y, 1e-13);
+            close(&format!("{what} h_n"), &got.state.h, &one.state.h, 1e-13);
+            close(&format!("{what} c_n"), &got.state.c, &one.state.c, 1e-13);
+        }
+    }
+}
