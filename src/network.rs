@@ -291,8 +291,7 @@ impl<C: Cell<F>, F: Float, R: Rng> Kernel for Forward<'_, C, F, R> {
     type Output = Result<(RnnCache<F>, RnnState<F>)>;
     #[inline(always)]
     fn run(self) -> Self::Output {
-        let Forward { cell, cfg, table, dirp, params, x, seq_len, batch, lengths, h0, c0, dropout_rng } = self;
-        forward_cell(cell, cfg, table, dirp, params, x, seq_len, batch, lengths, h0, c0, dropout_rng)
+        forward_cell(self)
     }
 }
 
@@ -315,27 +314,13 @@ impl<C: Cell<F>, F: Float> Kernel for Backward<'_, C, F> {
     type Output = Result<RnnInputGrads<F>>;
     #[inline(always)]
     fn run(self) -> Self::Output {
-        let Backward { cell, cfg, table, dirp, params, cache, dout, dh_n, dc_n, grads, want_dx } = self;
-        backward_cell(cell, cfg, table, dirp, params, cache, dout, dh_n, dc_n, grads, want_dx)
+        backward_cell(self)
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn forward_cell<F: Float, C: Cell<F>, R: Rng>(
-    cell: C,
-    cfg: &RnnConfig,
-    table: &ParamTable,
-    dirp: &[DirParams],
-    params: &[F],
-    x: &[F],
-    seq_len: usize,
-    batch: usize,
-    lengths: &[usize],
-    h0: &[F],
-    c0: &[F],
-    mut dropout_rng: Option<&mut R>,
-) -> Result<(RnnCache<F>, RnnState<F>)> {
+fn forward_cell<F: Float, C: Cell<F>, R: Rng>(args: Forward<'_, C, F, R>) -> Result<(RnnCache<F>, RnnState<F>)> {
+    let Forward { cell, cfg, table, dirp, params, x, seq_len, batch, lengths, h0, c0, mut dropout_rng } = args;
     cfg.validate()?;
     let (t_len, b, h) = (seq_len, batch, cfg.hidden_size);
     let (nd, nl) = (cfg.dirs(), cfg.num_layers);
@@ -463,21 +448,9 @@ fn forward_cell<F: Float, C: Cell<F>, R: Rng>(
     Ok((cache, RnnState { h: hn, c: cn }))
 }
 
-#[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn backward_cell<F: Float, C: Cell<F>>(
-    cell: C,
-    cfg: &RnnConfig,
-    table: &ParamTable,
-    dirp: &[DirParams],
-    params: &[F],
-    cache: &RnnCache<F>,
-    dout: &[F],
-    dh_n: &[F],
-    dc_n: &[F],
-    grads: &mut [F],
-    want_dx: bool,
-) -> Result<RnnInputGrads<F>> {
+fn backward_cell<F: Float, C: Cell<F>>(args: Backward<'_, C, F>) -> Result<RnnInputGrads<F>> {
+    let Backward { cell, cfg, table, dirp, params, cache, dout, dh_n, dc_n, grads, want_dx } = args;
     let (t_len, b, h) = (cache.seq_len, cache.batch, cfg.hidden_size);
     let (nd, nl) = (cfg.dirs(), cfg.num_layers);
     let g = C::GATES * h;
@@ -741,8 +714,7 @@ impl<C: Cell<F>, F: Float> Kernel for ForwardRows<'_, C, F> {
                     if C::HAS_C { (&c_prev[rh.clone()], &mut c_next[rh.clone()]) } else { (&[], &mut []) };
                 if t < self.lengths[r] {
                     let gh_r: &[F] = if C::NEEDS_GH { &self.gh[s][r * g..(r + 1) * g] } else { self.zero_g };
-                    cell_forward(
-                        self.cell,
+                    self.cell.step_forward(
                         &gx_t[r * g..(r + 1) * g],
                         gh_r,
                         &h_prev[rh.clone()],
@@ -761,21 +733,6 @@ impl<C: Cell<F>, F: Float> Kernel for ForwardRows<'_, C, F> {
             }
         }
     }
-}
-
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn cell_forward<F: Float, C: Cell<F>>(
-    cell: C,
-    gx: &[F],
-    gh: &[F],
-    h_prev: &[F],
-    c_prev: &[F],
-    act: &mut [F],
-    h: &mut [F],
-    c: &mut [F],
-) {
-    cell.step_forward(gx, gh, h_prev, c_prev, act, h, c)
 }
 
 /// One block of rows [r0, r0 + rows) of one (layer, direction), backward
