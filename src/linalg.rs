@@ -261,7 +261,8 @@ fn split_join(lo: usize, hi: usize, parts: usize, f: &(impl Fn(usize, usize) + S
     rayon::join(|| split_join(lo, mid, left, f), || split_join(mid, hi, parts - left, f));
 }
 
-/// Panels [p0, p1) of `gemm_packed`, on one thread.
+/// Panels [p0, p1) of `gemm_packed`, on one thread, with the best
+/// micro-kernel this CPU has (within `simd::set_cap`).
 ///
 /// # Safety
 /// `c` points to a row-major m x n matrix that no one else writes in columns
@@ -278,11 +279,33 @@ unsafe fn packed_panels<F: Float>(
     beta: F,
     c: *mut F,
 ) {
+    packed_panels_at(crate::simd::level(), m, k, n, a, bp, p0, p1, beta, c)
+}
+
+/// `packed_panels` with the micro-kernel of `level` (or of a lower level when
+/// the CPU lacks it): tests run every level the CPU has against the plain loop.
+///
+/// # Safety
+/// As `packed_panels`.
+#[allow(clippy::too_many_arguments)]
+unsafe fn packed_panels_at<F: Float>(
+    level: crate::simd::Level,
+    m: usize,
+    k: usize,
+    n: usize,
+    a: &[F],
+    bp: &[F],
+    p0: usize,
+    p1: usize,
+    beta: F,
+    c: *mut F,
+) {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::any::TypeId::of::<F>() == std::any::TypeId::of::<f32>()
-            && std::arch::is_x86_feature_detected!("avx512f")
-        {
+        use crate::simd::Level;
+        let level = crate::simd::clamp(level);
+        let is_f32 = std::any::TypeId::of::<F>() == std::any::TypeId::of::<f32>();
+        if is_f32 && level == Level::Avx512 {
             // SAFETY: F is f32 (checked), so the casts are identities; the CPU has AVX-512F.
             let (a32, b32) = (&*(a as *const [F] as *const [f32]), &*(bp as *const [F] as *const [f32]));
             let beta32 = *(&beta as *const F as *const f32);
@@ -322,10 +345,56 @@ unsafe fn packed_panels<F: Float>(
             }
             return;
         }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        if is_f32 && level != Level::Portable {
+            // SAFETY: as above; the CPU has AVX2 and FMA (`clamp` checked).
+            let (a32, b32) = (&*(a as *const [F] as *const [f32]), &*(bp as *const [F] as *const [f32]));
+            let beta32 = *(&beta as *const F as *const f32);
+            if m == 1 {
+                for p in p0..p1 {
+                    let panel = &b32[p * k * NR..(p + 1) * k * NR];
+                    avx2::kernel_1(k, a32, panel, (c as *mut f32).add(p * NR), (n - p * NR).min(NR), beta32);
+                }
+                return;
+            }
+            for k0 in (0..k.max(1)).step_by(KC) {
+                let kc = (k - k0).min(KC);
+                let beta_k = if k0 == 0 { beta32 } else { 1.0 };
+                for p in p0..p1 {
+                    // Each panel in two halves of 16 columns (two AVX2
+                    // registers): 6 rows x 2 accumulators fit the 16 registers.
+                    for h in 0..NR / avx2::NH {
+                        let c0 = p * NR + h * avx2::NH;
+                        if c0 >= n {
+                            break;
+                        }
+                        let cols = (n - c0).min(avx2::NH);
+                        let half = b32.as_ptr().add((p * k + k0) * NR + h * avx2::NH);
+                        let cblk = (c as *mut f32).add(c0);
+                        let mut r = 0;
+                        while r < m {
+                            let rows = (m - r).min(avx2::MR);
+                            let (ar, cr) = (a32.as_ptr().add(r * k + k0), cblk.add(r * n));
+                            match rows {
+                                1 => avx2::kernel::<1>(kc, ar, k, half, cr, n, cols, beta_k),
+                                2 => avx2::kernel::<2>(kc, ar, k, half, cr, n, cols, beta_k),
+                                3 => avx2::kernel::<3>(kc, ar, k, half, cr, n, cols, beta_k),
+                                4 => avx2::kernel::<4>(kc, ar, k, half, cr, n, cols, beta_k),
+                                5 => avx2::kernel::<5>(kc, ar, k, half, cr, n, cols, beta_k),
+                                _ => avx2::kernel::<{ avx2::MR }>(kc, ar, k, half, cr, n, cols, beta_k),
+                            }
+                            r += rows;
+                        }
+                    }
+                }
+            }
+            return;
+        }
+        if level != Level::Portable {
             return packed_panels_avx2(m, k, n, a, bp, p0, p1, beta, c);
         }
     }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = level;
     packed_panels_portable(m, k, n, a, bp, p0, p1, beta, c)
 }
 
@@ -391,6 +460,123 @@ unsafe fn packed_panels_avx2<F: Float>(
     c: *mut F,
 ) {
     packed_body!(m, k, n, a, bp, p0, p1, beta, c, true)
+}
+
+/// The f32 AVX2 + FMA micro-kernels (machines without AVX-512, such as AMD
+/// Zen 2/3): a 6 x 16 tile, the classic shape for 16 ymm registers (12
+/// accumulators, two B vectors, one broadcast of A), run over half a panel.
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::NR;
+    use std::arch::x86_64::*;
+
+    /// Columns per tile: half a panel, two registers of 8 f32.
+    pub const NH: usize = 16;
+    /// Rows per tile.
+    pub const MR: usize = 6;
+
+    /// C[R, cols] = A[R, k] (row stride lda) * half-panel [k, 16] (row stride
+    /// NR) + beta * C (row stride ldc).
+    ///
+    /// # Safety
+    /// `a` holds R rows of k values at stride `lda`, `half` k rows of 16
+    /// values at stride NR, `c` R rows of `cols` writable values at stride
+    /// `ldc`; the CPU has AVX2 and FMA.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn kernel<const R: usize>(
+        k: usize,
+        a: *const f32,
+        lda: usize,
+        half: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        cols: usize,
+        beta: f32,
+    ) {
+        let mut acc = [[_mm256_setzero_ps(); 2]; R];
+        let mut bp = half;
+        // One pointer per row of A, advanced with k: no index arithmetic in the loop.
+        let mut rows: [*const f32; R] = std::array::from_fn(|r| a.add(r * lda));
+        for _ in 0..k {
+            let b0 = _mm256_loadu_ps(bp);
+            let b1 = _mm256_loadu_ps(bp.add(8));
+            bp = bp.add(NR);
+            for (acc_r, row) in acc.iter_mut().zip(rows.iter_mut()) {
+                let av = _mm256_broadcast_ss(&**row);
+                *row = row.add(1);
+                acc_r[0] = _mm256_fmadd_ps(av, b0, acc_r[0]);
+                acc_r[1] = _mm256_fmadd_ps(av, b1, acc_r[1]);
+            }
+        }
+        for (r, acc_r) in acc.iter().enumerate() {
+            store(acc_r[0], acc_r[1], c.add(r * ldc), cols, beta);
+        }
+    }
+
+    /// Writes 16 values (the first `cols` of them) of one row of C.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn store(mut v0: __m256, mut v1: __m256, cr: *mut f32, cols: usize, beta: f32) {
+        if cols >= NH {
+            if beta != 0.0 {
+                let bv = _mm256_set1_ps(beta);
+                v0 = _mm256_fmadd_ps(bv, _mm256_loadu_ps(cr), v0);
+                v1 = _mm256_fmadd_ps(bv, _mm256_loadu_ps(cr.add(8)), v1);
+            }
+            _mm256_storeu_ps(cr, v0);
+            _mm256_storeu_ps(cr.add(8), v1);
+        } else {
+            // A partial tile (the last columns of C): through a buffer.
+            let mut buf = [0f32; NH];
+            _mm256_storeu_ps(buf.as_mut_ptr(), v0);
+            _mm256_storeu_ps(buf.as_mut_ptr().add(8), v1);
+            for (j, &v) in buf.iter().enumerate().take(cols) {
+                let old = if beta == 0.0 { 0.0 } else { beta * *cr.add(j) };
+                *cr.add(j) = v + old;
+            }
+        }
+    }
+
+    /// One row against a whole panel of 32 columns (a matrix-vector product,
+    /// streaming at batch 1): two steps of k per iteration into separate
+    /// accumulators, so eight additions are in flight.
+    ///
+    /// # Safety
+    /// `a` holds k values, `panel` k * NR, `c` `cols` writable values; the
+    /// CPU has AVX2 and FMA.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn kernel_1(k: usize, a: &[f32], panel: &[f32], c: *mut f32, cols: usize, beta: f32) {
+        debug_assert!(a.len() >= k && panel.len() >= k * NR);
+        let (ap, bp) = (a.as_ptr(), panel.as_ptr());
+        let mut acc = [[_mm256_setzero_ps(); 4]; 2];
+        let k2 = k / 2 * 2;
+        let mut p = 0;
+        while p < k2 {
+            for (u, acc_u) in acc.iter_mut().enumerate() {
+                let av = _mm256_broadcast_ss(&*ap.add(p + u));
+                let row = bp.add((p + u) * NR);
+                for (j, acc_j) in acc_u.iter_mut().enumerate() {
+                    *acc_j = _mm256_fmadd_ps(av, _mm256_loadu_ps(row.add(8 * j)), *acc_j);
+                }
+            }
+            p += 2;
+        }
+        if p < k {
+            let av = _mm256_broadcast_ss(&*ap.add(p));
+            let row = bp.add(p * NR);
+            for (j, acc_j) in acc[0].iter_mut().enumerate() {
+                *acc_j = _mm256_fmadd_ps(av, _mm256_loadu_ps(row.add(8 * j)), *acc_j);
+            }
+        }
+        let s: [__m256; 4] = std::array::from_fn(|j| _mm256_add_ps(acc[0][j], acc[1][j]));
+        store(s[0], s[1], c, cols, beta);
+        if cols > NH {
+            store(s[2], s[3], c.add(NH), cols - NH, beta);
+        }
+    }
 }
 
 /// The f32 AVX-512 micro-kernels on one panel of `NR` = 32 columns.
@@ -650,6 +836,7 @@ pub fn sum_rows_into<F: Float>(acc: &mut [F], x: &[F]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::simd::Level;
     use rand::{Rng, SeedableRng};
 
     #[test]
@@ -691,6 +878,8 @@ mod tests {
                 (17, 33, 9),
                 (32, 128, 512),
                 (64, 300, 100),
+                (6, 257, 16),
+                (13, 40, 47),
                 (3, 0, 5),
             ] {
                 for tb in [Tr::N, Tr::T] {
@@ -716,6 +905,31 @@ mod tests {
                         let tol = 4.0 * f32::EPSILON as f64 * (k as f64 + 1.0);
                         for (x, y) in c32.iter().zip(&want) {
                             assert!((*x as f64 - y).abs() <= tol, "f32 {m}x{k}x{n} {tb:?} beta {beta}: {x} vs {y}");
+                        }
+                        // Every micro-kernel this CPU can run (the fast ones
+                        // and their portable twin), whatever `gemm_packed` picked.
+                        for level in [Level::Portable, Level::Avx2, Level::Avx512] {
+                            let mut c32 = f(&c0);
+                            let a32 = f(&a);
+                            // SAFETY: c32 is m x n, written by this thread only; shapes as packed.
+                            unsafe {
+                                packed_panels_at(
+                                    level,
+                                    m,
+                                    k,
+                                    n,
+                                    &a32,
+                                    &p32.data,
+                                    0,
+                                    n.div_ceil(NR),
+                                    beta as f32,
+                                    c32.as_mut_ptr(),
+                                )
+                            };
+                            for (x, y) in c32.iter().zip(&want) {
+                                let msg = format!("f32 {level:?} {m}x{k}x{n} {tb:?} beta {beta}: {x} vs {y}");
+                                assert!((*x as f64 - y).abs() <= tol, "{msg}");
+                            }
                         }
                     }
                 }

@@ -63,27 +63,38 @@ pub fn set_cap(level: Option<Level>) {
     CAP.store(v, std::sync::atomic::Ordering::Relaxed);
 }
 
+/// The best level of this CPU within the cap: what `dispatch` (and the
+/// packed matrix product) use.
+#[inline]
+pub fn level() -> Level {
+    match CAP.load(std::sync::atomic::Ordering::Relaxed) {
+        1 => Level::Portable,
+        2 => clamp(Level::Avx2),
+        _ => detected(),
+    }
+}
+
+/// `level`, lowered to what this CPU has.
+#[inline]
+pub fn clamp(level: Level) -> Level {
+    match (level, detected()) {
+        (Level::Avx512, Level::Avx512) => Level::Avx512,
+        (Level::Avx512 | Level::Avx2, Level::Avx512 | Level::Avx2) => Level::Avx2,
+        _ => Level::Portable,
+    }
+}
+
 /// Runs `k` compiled for the best instructions of this CPU (within the cap).
 #[inline]
 pub fn dispatch<K: Kernel>(k: K) -> K::Output {
-    let level = match CAP.load(std::sync::atomic::Ordering::Relaxed) {
-        1 => Level::Portable,
-        2 => Level::Avx2,
-        _ => detected(),
-    };
-    dispatch_at(level, k)
+    dispatch_at(level(), k)
 }
 
 /// Runs `k` compiled for `level`, or for a lower level if the CPU lacks it
 /// (tests use this to compare the portable twin with the fast path).
 #[inline]
 pub fn dispatch_at<K: Kernel>(level: Level, k: K) -> K::Output {
-    let level = match (level, detected()) {
-        (Level::Avx512, Level::Avx512) => Level::Avx512,
-        (Level::Avx512 | Level::Avx2, Level::Avx512 | Level::Avx2) => Level::Avx2,
-        _ => Level::Portable,
-    };
-    match level {
+    match clamp(level) {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `detected()` confirmed the CPU has every feature the function is compiled for.
         Level::Avx512 => unsafe { run_avx512(k) },
