@@ -372,15 +372,27 @@ unsafe fn packed_panels_at<F: Float>(
                         let cblk = (c as *mut f32).add(c0);
                         let mut r = 0;
                         while r < m {
-                            let rows = (m - r).min(avx2::MR);
+                            let rows = avx2::tile_rows(m - r);
                             let (ar, cr) = (a32.as_ptr().add(r * k + k0), cblk.add(r * n));
+                            // The first tile of the first half fetches the panel block
+                            // (both halves) ahead of use; the later tiles find it in L1.
+                            let first = r == 0 && h == 0;
+                            macro_rules! tile {
+                                ($r:expr) => {
+                                    if first {
+                                        avx2::kernel::<$r, true>(kc, ar, k, half, cr, n, cols, beta_k)
+                                    } else {
+                                        avx2::kernel::<$r, false>(kc, ar, k, half, cr, n, cols, beta_k)
+                                    }
+                                };
+                            }
                             match rows {
-                                1 => avx2::kernel::<1>(kc, ar, k, half, cr, n, cols, beta_k),
-                                2 => avx2::kernel::<2>(kc, ar, k, half, cr, n, cols, beta_k),
-                                3 => avx2::kernel::<3>(kc, ar, k, half, cr, n, cols, beta_k),
-                                4 => avx2::kernel::<4>(kc, ar, k, half, cr, n, cols, beta_k),
-                                5 => avx2::kernel::<5>(kc, ar, k, half, cr, n, cols, beta_k),
-                                _ => avx2::kernel::<{ avx2::MR }>(kc, ar, k, half, cr, n, cols, beta_k),
+                                1 => tile!(1),
+                                2 => tile!(2),
+                                3 => tile!(3),
+                                4 => tile!(4),
+                                5 => tile!(5),
+                                _ => tile!(6),
                             }
                             r += rows;
                         }
@@ -474,6 +486,21 @@ mod avx2 {
     pub const NH: usize = 16;
     /// Rows per tile.
     pub const MR: usize = 6;
+    /// Rows of a panel (128 bytes each) that the first tile prefetches ahead.
+    const PF: usize = 16;
+
+    /// Rows of the next tile when `rest` rows remain: 6, except that a tail
+    /// of 7 to 9 rows is split in two near-equal tiles (a tile of 1-3 rows has
+    /// too few accumulators to hide the FMA latency: 6 + 2 for 32 rows ran the
+    /// last tile at half speed).
+    #[inline]
+    pub fn tile_rows(rest: usize) -> usize {
+        if (MR + 1..=MR + 3).contains(&rest) {
+            rest.div_ceil(2)
+        } else {
+            rest.min(MR)
+        }
+    }
 
     /// C[R, cols] = A[R, k] (row stride lda) * half-panel [k, 16] (row stride
     /// NR) + beta * C (row stride ldc).
@@ -485,7 +512,7 @@ mod avx2 {
     #[inline]
     #[target_feature(enable = "avx2,fma")]
     #[allow(clippy::too_many_arguments)]
-    pub unsafe fn kernel<const R: usize>(
+    pub unsafe fn kernel<const R: usize, const PREFETCH: bool>(
         k: usize,
         a: *const f32,
         lda: usize,
@@ -495,11 +522,29 @@ mod avx2 {
         cols: usize,
         beta: f32,
     ) {
+        if beta != 0.0 {
+            // C is read at the end: start fetching its rows now (they are
+            // often far away, e.g. one step of a [T, B, G*H] input projection
+            // that no longer fits in cache) so the loads do not stall the store.
+            for r in 0..R {
+                let cr = c.add(r * ldc) as *const i8;
+                _mm_prefetch::<_MM_HINT_T0>(cr);
+                _mm_prefetch::<_MM_HINT_T0>(cr.add(60));
+            }
+        }
         let mut acc = [[_mm256_setzero_ps(); 2]; R];
         let mut bp = half;
         // One pointer per row of A, advanced with k: no index arithmetic in the loop.
         let mut rows: [*const f32; R] = std::array::from_fn(|r| a.add(r * lda));
         for _ in 0..k {
+            if PREFETCH {
+                // The weights are often in L3 or memory (a [H, G*H] matrix of
+                // megabytes, evicted by the step's other buffers): without
+                // this the loads below stalled the first tile of each block.
+                let ahead = bp.add(PF * NR) as *const i8;
+                _mm_prefetch::<_MM_HINT_T0>(ahead);
+                _mm_prefetch::<_MM_HINT_T0>(ahead.add(64));
+            }
             let b0 = _mm256_loadu_ps(bp);
             let b1 = _mm256_loadu_ps(bp.add(8));
             bp = bp.add(NR);
