@@ -17,7 +17,7 @@
 use crate::cells::{Cell, CellKind, Elman, Gru, Lstm};
 use crate::error::{check_len, config_err, shape_err, Result};
 use crate::float::Float;
-use crate::linalg::{add_rows, gemm, gemm_packed_threads, Packed, Tr};
+use crate::linalg::{add_rows, gemm_packed_threads, Packed, Tr};
 use crate::network::{opt_view, row_cuts, run_parts, split_steps, time_of, DirParams, RnnConfig, RnnState};
 use crate::params::ParamTable;
 use crate::simd::{dispatch, Kernel};
@@ -34,6 +34,9 @@ pub struct Runner<'p, F> {
     w_ih: Vec<Packed<F>>,
     /// Per (layer, direction): W_hhᵀ [H, G*H] packed.
     w_hh: Vec<Packed<F>>,
+    /// Per (layer, direction): the bias added to each step's input
+    /// projection [G*H] (b_ih, plus b_hh but for the GRU), or empty.
+    bias_x: Vec<Vec<F>>,
     /// Input projection of one step [B, G*H].
     gx: Vec<F>,
     /// Recurrent projection of one step [B, G*H].
@@ -42,10 +45,6 @@ pub struct Runner<'p, F> {
     act: Vec<F>,
     /// Zeros [G*H]: the `gh` of cells that fold it into gx.
     zero_g: Vec<F>,
-    /// Input projection of every step of a sequence [T, B, G*H].
-    gx_all: Vec<F>,
-    /// Summed biases of that projection [G*H].
-    bias: Vec<F>,
     /// New states of one step [B, H].
     h_new: Vec<F>,
     c_new: Vec<F>,
@@ -62,7 +61,20 @@ impl<'p, F: Float> Runner<'p, F> {
         let (h, g) = (cfg.hidden_size, cfg.cell.gates() * cfg.hidden_size);
         let mut w_ih = Vec::with_capacity(dirp.len());
         let mut w_hh = Vec::with_capacity(dirp.len());
+        let mut bias_x = Vec::with_capacity(dirp.len());
         for (ld, dp) in dirp.iter().enumerate() {
+            let mut bias = Vec::new();
+            let b_hh = if cfg.cell == CellKind::Gru { usize::MAX } else { dp.b_hh };
+            for idx in [dp.b_ih, b_hh] {
+                let v = opt_view(table, params, idx);
+                if !v.is_empty() {
+                    bias.resize(g, F::zero());
+                    for (a, x) in bias.iter_mut().zip(v) {
+                        *a += *x;
+                    }
+                }
+            }
+            bias_x.push(bias);
             let i_l = cfg.layer_input(ld / cfg.dirs());
             let mut p = Packed::new();
             p.pack(i_l, g, table.view(params, dp.w_ih), Tr::T);
@@ -78,12 +90,11 @@ impl<'p, F: Float> Runner<'p, F> {
             dirp,
             w_ih,
             w_hh,
+            bias_x,
             gx: Vec::new(),
             gh: Vec::new(),
             act: vec![F::zero(); g],
             zero_g: vec![F::zero(); g],
-            gx_all: Vec::new(),
-            bias: Vec::new(),
             h_new: Vec::new(),
             c_new: Vec::new(),
             layer_a: Vec::new(),
@@ -170,28 +181,8 @@ impl<'p, F: Float> Runner<'p, F> {
                 let dp = self.dirp[ld];
                 let k = ld * b * h;
                 let input: &[F] = if l == 0 { x } else { &self.layer_b };
-                // A sequence: the input projection of all steps is one product
-                // (the per-step ones have only I_l terms each).
-                let pre = t_len > 1;
-                if pre {
-                    // Every row starts as the biases: b_ih, plus b_hh for the cells that
-                    // fold gh into gx (all but the GRU, see `Cell::NEEDS_GH`); then += X W_ihᵀ.
-                    self.bias.clear();
-                    self.bias.resize(g, F::zero());
-                    for idx in [dp.b_ih, if cfg.cell == CellKind::Gru { usize::MAX } else { dp.b_hh }] {
-                        for (a, v) in self.bias.iter_mut().zip(opt_view(self.table, self.params, idx)) {
-                            *a += *v;
-                        }
-                    }
-                    self.gx_all.clear();
-                    for _ in 0..t_len * b {
-                        self.gx_all.extend_from_slice(&self.bias);
-                    }
-                    let w_ih = self.table.view(self.params, dp.w_ih);
-                    gemm(t_len * b, i_l, g, F::one(), input, Tr::N, w_ih, Tr::T, F::one(), &mut self.gx_all);
-                }
-                let b_ih = opt_view(self.table, self.params, dp.b_ih);
-                let b_hh = opt_view(self.table, self.params, dp.b_hh);
+                let gru = cfg.cell == CellKind::Gru;
+                let b_hh = if gru { opt_view(self.table, self.params, dp.b_hh) } else { &[] };
                 let dir = Dir {
                     t_len,
                     b,
@@ -199,12 +190,11 @@ impl<'p, F: Float> Runner<'p, F> {
                     i_l,
                     d,
                     dh_out,
-                    pre,
                     lengths,
                     x: input,
                     w_ih: &self.w_ih[ld],
                     w_hh: &self.w_hh[ld],
-                    b_ih,
+                    bias_x: &self.bias_x[ld],
                     b_hh,
                     zero_g: &self.zero_g,
                 };
@@ -212,7 +202,6 @@ impl<'p, F: Float> Runner<'p, F> {
                 let c_state: &mut [F] = if cfg.cell.has_c() { &mut state.c[k..k + b * h] } else { &mut [] };
                 let ws = Workspaces {
                     out: &mut self.layer_a,
-                    gx_all: &mut self.gx_all,
                     gx: &mut self.gx,
                     gh: &mut self.gh,
                     act: &mut self.act,
@@ -240,17 +229,16 @@ struct Dir<'a, F> {
     i_l: usize,
     d: usize,
     dh_out: usize,
-    /// Whether `gx_all` [T, B, G*H] already holds every step's input
-    /// projection with its biases (sequences; a single step projects itself).
-    pre: bool,
     /// [B]
     lengths: &'a [usize],
-    /// Layer input [T, B, I_l] (read only for a single step, T = 1).
+    /// Layer input [T, B, I_l].
     x: &'a [F],
     w_ih: &'a Packed<F>,
     w_hh: &'a Packed<F>,
-    /// [G*H] or empty.
-    b_ih: &'a [F],
+    /// Bias added to gx [G*H] or empty: b_ih, plus b_hh for cells that
+    /// fold gh into gx (all but the GRU, see `Cell::NEEDS_GH`).
+    bias_x: &'a [F],
+    /// b_hh [G*H] of the GRU, or empty.
     b_hh: &'a [F],
     /// The zero `gh` [G*H] of cells that fold it into gx.
     zero_g: &'a [F],
@@ -260,8 +248,6 @@ struct Dir<'a, F> {
 struct Workspaces<'a, F> {
     /// Layer output [T, B, D*H].
     out: &'a mut [F],
-    /// [T, B, G*H] (sequences) or empty.
-    gx_all: &'a mut [F],
     /// [B, G*H], [B, G*H], [G*H] (grown to one per row block), [B, H], [B, H].
     gx: &'a mut Vec<F>,
     gh: &'a mut [F],
@@ -282,17 +268,15 @@ fn sweep_dir<C: Cell<F>, F: Float>(
 ) {
     let (b, h) = (dir.b, dir.h);
     let g = C::GATES * h;
-    if !dir.pre {
+    if dir.t_len == 1 {
         // A single step (the streaming path): whole buffers, nothing allocated.
         let mut out = &mut *ws.out;
-        let mut gx_all = &mut *ws.gx_all;
         let job = Rows {
             dir,
             r0: 0,
             rows: b,
             inner: rayon::current_num_threads(),
             out: std::slice::from_mut(&mut out),
-            gx_all: std::slice::from_mut(&mut gx_all),
             h_state,
             c_state,
             gx: &mut ws.gx[..],
@@ -310,7 +294,6 @@ fn sweep_dir<C: Cell<F>, F: Float>(
     ws.act.resize(parts * g, F::zero());
     let inner = if parts > 1 { 1 } else { rayon::current_num_threads() };
     let mut out_p = split_steps(ws.out, b, dir.dh_out, &cuts);
-    let mut gxa_p = split_steps(ws.gx_all, b, g, &cuts);
     let mut h_it = single(split_steps(h_state, b, h, &cuts));
     let mut c_it = single(split_steps(c_state, b, h, &cuts));
     let mut gx_it = single(split_steps(&mut ws.gx[..], b, g, &cuts));
@@ -319,14 +302,13 @@ fn sweep_dir<C: Cell<F>, F: Float>(
     let mut cn_it = single(split_steps(ws.c_new, b, h, &cuts));
     let mut act_it = ws.act.chunks_mut(g);
     let mut jobs = Vec::with_capacity(parts);
-    for ((p, out), gx_all) in out_p.iter_mut().enumerate().zip(gxa_p.iter_mut()) {
+    for (p, out) in out_p.iter_mut().enumerate() {
         let rows = Rows {
             dir,
             r0: cuts[p],
             rows: cuts[p + 1] - cuts[p],
             inner,
             out: &mut out[..],
-            gx_all: &mut gx_all[..],
             h_state: h_it.next().unwrap_or_default(),
             c_state: c_it.next().unwrap_or_default(),
             gx: gx_it.next().unwrap_or_default(),
@@ -346,7 +328,7 @@ fn single<F>(v: Vec<Vec<&mut [F]>>) -> impl Iterator<Item = &mut [F]> {
 }
 
 /// One block of rows [r0, r0 + rows) of one (layer, direction) over all
-/// steps. Per-step lists (`out`, `gx_all`) hold this block's rows of each
+/// steps. The per-step list `out` holds this block's rows of each
 /// step; the other buffers are this block's rows.
 struct Rows<'d, 's, 'a, F> {
     dir: &'d Dir<'d, F>,
@@ -356,8 +338,6 @@ struct Rows<'d, 's, 'a, F> {
     inner: usize,
     /// [T][rows, D*H]
     out: &'s mut [&'a mut [F]],
-    /// [T][rows, G*H] (sequences) or empty
-    gx_all: &'s mut [&'a mut [F]],
     /// State in and out [rows, H].
     h_state: &'a mut [F],
     c_state: &'a mut [F],
@@ -383,20 +363,15 @@ impl<C: Cell<F>, F: Float> Kernel for WithCell<'_, '_, '_, C, F> {
         let lengths = &dir.lengths[r0..r0 + m];
         for step in 0..dir.t_len {
             let t = time_of(dir.d, step, dir.t_len);
-            // gx = x_t W_ihᵀ + b_ih (+ b_hh for cells that fold gh into gx).
-            let gx_t: &mut [F] = if dir.pre {
-                &mut *s.gx_all[t]
-            } else {
-                let x_t = &dir.x[(t * b + r0) * i_l..(t * b + r0 + m) * i_l];
-                gemm_packed_threads(m, x_t, dir.w_ih, F::zero(), s.gx, s.inner);
-                if !dir.b_ih.is_empty() {
-                    add_rows(s.gx, dir.b_ih);
-                }
-                if !C::NEEDS_GH && !dir.b_hh.is_empty() {
-                    add_rows(s.gx, dir.b_hh);
-                }
-                &mut *s.gx
-            };
+            // gx = x_t W_ihᵀ + b_ih (+ b_hh for cells that fold gh into gx), one
+            // step at a time: a [T, B, G*H] projection of the whole sequence made
+            // up front was slower (it leaves cache before its step comes).
+            let x_t = &dir.x[(t * b + r0) * i_l..(t * b + r0 + m) * i_l];
+            gemm_packed_threads(m, x_t, dir.w_ih, F::zero(), s.gx, s.inner);
+            if !dir.bias_x.is_empty() {
+                add_rows(s.gx, dir.bias_x);
+            }
+            let gx_t: &mut [F] = &mut *s.gx;
             if C::NEEDS_GH {
                 gemm_packed_threads(m, s.h_state, dir.w_hh, F::zero(), s.gh, s.inner);
                 if !dir.b_hh.is_empty() {
