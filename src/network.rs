@@ -351,10 +351,15 @@ fn forward_cell<F: Float, C: Cell<F>, R: Rng>(args: Forward<'_, C, F, R>) -> Res
     let mut dirs: Vec<DirCache<F>> = Vec::with_capacity(nl * nd);
     let mut hn = vec![F::zero(); state_len];
     let mut cn = if C::HAS_C { vec![F::zero(); state_len] } else { Vec::new() };
-    // Workspace reused by every (layer, direction): the input projection [T, B, G*H].
-    let mut gx = vec![F::zero(); t_len * b * g];
-    // W_hhᵀ [H, G*H], packed once per (layer, direction) for its T per-step products.
+    // Workspace reused by every (layer, direction): one step's gate
+    // pre-activations [B, G*H]. The input projection is made step by step
+    // (a [T, B, G*H] projection made up front left cache before its step).
+    let mut gx = vec![F::zero(); b * g];
+    // W_ihᵀ [I_l, G*H] and W_hhᵀ [H, G*H], packed once per (layer, direction) for its T per-step products.
+    let mut wih_t = Packed::new();
     let mut whh_t = Packed::new();
+    // The bias added to each step's gx [G*H]: b_ih (+ b_hh for cells that fold gh into gx).
+    let mut bias_x: Vec<F> = Vec::new();
     // The zero `gh` [G*H] of cells that fold it into gx (see `Cell::NEEDS_GH`).
     let zero_g = vec![F::zero(); if C::NEEDS_GH { 0 } else { g }];
     let mut layer_in: Vec<F> = x.to_vec();
@@ -381,14 +386,16 @@ fn forward_cell<F: Float, C: Cell<F>, R: Rng>(args: Forward<'_, C, F, R>) -> Res
             let b_ih = opt_view(table, params, dp.b_ih);
             let b_hh = opt_view(table, params, dp.b_hh);
             whh_t.pack(h, g, w_hh, Tr::T);
-            // gx = X W_ihᵀ + b_ih for all steps at once: [T*B, I] x [I, G*H]
-            gemm(t_len * b, i_l, g, F::one(), &layer_in, Tr::N, w_ih, Tr::T, F::zero(), &mut gx);
-            if !b_ih.is_empty() {
-                add_rows(&mut gx, b_ih);
-            }
-            if !C::NEEDS_GH && !b_hh.is_empty() {
-                // pre = gx + gh: b_hh joins b_ih once for all steps.
-                add_rows(&mut gx, b_hh);
+            wih_t.pack(i_l, g, w_ih, Tr::T);
+            bias_x.clear();
+            // pre = gx + gh: for cells that fold gh into gx, b_hh joins b_ih.
+            for v in [b_ih, if C::NEEDS_GH { &[] } else { b_hh }] {
+                if !v.is_empty() {
+                    bias_x.resize(g, F::zero());
+                    for (a, x) in bias_x.iter_mut().zip(v) {
+                        *a += *x;
+                    }
+                }
             }
             let mut dc = DirCache {
                 act: vec![F::zero(); t_len * b * g],
@@ -419,14 +426,20 @@ fn forward_cell<F: Float, C: Cell<F>, R: Rng>(args: Forward<'_, C, F, R>) -> Res
                     cell,
                     d,
                     t_len,
+                    b,
+                    r0: cuts[p],
+                    i_l,
                     h,
                     dh_out,
                     inner,
                     lengths: &lengths[cuts[p]..cuts[p + 1]],
+                    x: &layer_in,
+                    wih_t: &wih_t,
                     whh_t: &whh_t,
+                    bias_x: &bias_x,
                     b_hh,
                     zero_g: &zero_g,
-                    gx: gx_p.pop().unwrap_or_default(),
+                    gx: take1(&mut gx_p),
                     gh: gh_p.pop().unwrap_or_default(),
                     act: act_p.pop().unwrap_or_default(),
                     hs: h_p.pop().unwrap_or_default(),
@@ -655,20 +668,30 @@ struct ForwardRows<'a, C, F> {
     cell: C,
     d: usize,
     t_len: usize,
+    /// B of the whole batch, first row of this block, I_l (strides of `x`)
+    b: usize,
+    r0: usize,
+    i_l: usize,
     h: usize,
     dh_out: usize,
     /// Threads for the products inside the block (1 when blocks run in parallel).
     inner: usize,
     /// [rows]
     lengths: &'a [usize],
+    /// Layer input [T, B, I_l] (all rows; this block reads its own)
+    x: &'a [F],
+    /// W_ihᵀ packed [I_l, G*H]
+    wih_t: &'a Packed<F>,
     /// W_hhᵀ packed [H, G*H]
     whh_t: &'a Packed<F>,
+    /// Bias of gx [G*H] (b_ih, + b_hh but for the GRU) or empty
+    bias_x: &'a [F],
     /// [G*H] or empty
     b_hh: &'a [F],
     /// [G*H] zeros (cells without NEEDS_GH)
     zero_g: &'a [F],
-    /// [T][rows, G*H]
-    gx: Vec<&'a mut [F]>,
+    /// One step's gate pre-activations [rows, G*H]
+    gx: &'a mut [F],
     /// [T][rows, G*H] (GRU) or empty
     gh: Vec<&'a mut [F]>,
     /// [T][rows, G*H]
@@ -687,8 +710,15 @@ impl<C: Cell<F>, F: Float> Kernel for ForwardRows<'_, C, F> {
     fn run(mut self) {
         let (h, m) = (self.h, self.lengths.len());
         let g = C::GATES * h;
+        let i_l = self.i_l;
         for s in 0..self.t_len {
             let t = time_of(self.d, s, self.t_len);
+            // gx = x_t W_ihᵀ + bias  [rows, I_l] x [I_l, G*H]
+            let x_t = &self.x[(t * self.b + self.r0) * i_l..(t * self.b + self.r0 + m) * i_l];
+            gemm_packed_threads(m, x_t, self.wih_t, F::zero(), self.gx, self.inner);
+            if !self.bias_x.is_empty() {
+                add_rows(self.gx, self.bias_x);
+            }
             let (h_lo, h_hi) = self.hs.split_at_mut(s + 1);
             let (h_prev, h_next) = (&*h_lo[s], &mut *h_hi[0]);
             // One fused product for all gates: gh = h_prev W_hhᵀ + b_hh  [rows, H] x [H, G*H],
@@ -699,7 +729,7 @@ impl<C: Cell<F>, F: Float> Kernel for ForwardRows<'_, C, F> {
                     add_rows(self.gh[s], self.b_hh);
                 }
             } else {
-                gemm_packed_threads(m, h_prev, self.whh_t, F::one(), self.gx[t], self.inner);
+                gemm_packed_threads(m, h_prev, self.whh_t, F::one(), self.gx, self.inner);
             }
             let (c_prev, c_next): (&[F], &mut [F]) = if C::HAS_C {
                 let (lo, hi) = self.cs.split_at_mut(s + 1);
@@ -707,7 +737,7 @@ impl<C: Cell<F>, F: Float> Kernel for ForwardRows<'_, C, F> {
             } else {
                 (&[], &mut [])
             };
-            let (gx_t, act_s, out_t) = (&*self.gx[t], &mut *self.act[s], &mut *self.out[t]);
+            let (gx_t, act_s, out_t) = (&*self.gx, &mut *self.act[s], &mut *self.out[t]);
             for r in 0..m {
                 let rh = r * h..(r + 1) * h;
                 let (cp, cnx): (&[F], &mut [F]) =
