@@ -305,96 +305,89 @@ unsafe fn packed_panels_at<F: Float>(
         use crate::simd::Level;
         let level = crate::simd::clamp(level);
         let is_f32 = std::any::TypeId::of::<F>() == std::any::TypeId::of::<f32>();
-        if is_f32 && level == Level::Avx512 {
-            // SAFETY: F is f32 (checked), so the casts are identities; the CPU has AVX-512F.
-            let (a32, b32) = (&*(a as *const [F] as *const [f32]), &*(bp as *const [F] as *const [f32]));
-            let beta32 = *(&beta as *const F as *const f32);
-            if m == 1 {
-                for p in p0..p1 {
-                    let panel = &b32[p * k * NR..(p + 1) * k * NR];
-                    avx512::kernel_1(k, a32, panel, (c as *mut f32).add(p * NR), (n - p * NR).min(NR), beta32);
-                }
-                return;
-            }
-            // Blocks of KC rows of the panels: one block of one panel (KC x NR
-            // values, 32 KiB) stays in L1 while every row block of A passes over it.
-            for k0 in (0..k.max(1)).step_by(KC) {
-                let kc = (k - k0).min(KC);
-                let beta_k = if k0 == 0 { beta32 } else { 1.0 };
-                for p in p0..p1 {
-                    let cols = (n - p * NR).min(NR);
-                    let panel = &b32[(p * k + k0) * NR..(p * k + k0 + kc) * NR];
-                    let cblk = (c as *mut f32).add(p * NR);
-                    let mut r = 0;
-                    while r < m {
-                        let rows = (m - r).min(MR);
-                        let (ar, cr) = (&a32[r * k + k0..], cblk.add(r * n));
-                        match rows {
-                            1 => avx512::kernel::<1>(kc, ar, k, panel, cr, n, cols, beta_k),
-                            2 => avx512::kernel::<2>(kc, ar, k, panel, cr, n, cols, beta_k),
-                            3 => avx512::kernel::<3>(kc, ar, k, panel, cr, n, cols, beta_k),
-                            4 => avx512::kernel::<4>(kc, ar, k, panel, cr, n, cols, beta_k),
-                            5 => avx512::kernel::<5>(kc, ar, k, panel, cr, n, cols, beta_k),
-                            6 => avx512::kernel::<6>(kc, ar, k, panel, cr, n, cols, beta_k),
-                            7 => avx512::kernel::<7>(kc, ar, k, panel, cr, n, cols, beta_k),
-                            _ => avx512::kernel::<MR>(kc, ar, k, panel, cr, n, cols, beta_k),
-                        }
-                        r += rows;
-                    }
-                }
-            }
-            return;
-        }
         if is_f32 && level != Level::Portable {
-            // SAFETY: as above; the CPU has AVX2 and FMA (`clamp` checked).
+            // SAFETY: F is f32 (checked), so the casts are identities; the CPU
+            // has the instructions of `level` (`clamp` checked).
             let (a32, b32) = (&*(a as *const [F] as *const [f32]), &*(bp as *const [F] as *const [f32]));
             let beta32 = *(&beta as *const F as *const f32);
             if m == 1 {
+                let kernel_1: unsafe fn(usize, &[f32], &[f32], *mut f32, usize, f32) =
+                    if level == Level::Avx512 { avx512::kernel_1 } else { avx2::kernel_1 };
                 for p in p0..p1 {
                     let panel = &b32[p * k * NR..(p + 1) * k * NR];
-                    avx2::kernel_1(k, a32, panel, (c as *mut f32).add(p * NR), (n - p * NR).min(NR), beta32);
+                    kernel_1(k, a32, panel, (c as *mut f32).add(p * NR), (n - p * NR).min(NR), beta32);
                 }
                 return;
             }
-            for k0 in (0..k.max(1)).step_by(KC) {
-                let kc = (k - k0).min(KC);
-                let beta_k = if k0 == 0 { beta32 } else { 1.0 };
-                for p in p0..p1 {
-                    // Each panel in two halves of 16 columns (two AVX2
-                    // registers): 6 rows x 2 accumulators fit the 16 registers.
-                    for h in 0..NR / avx2::NH {
-                        let c0 = p * NR + h * avx2::NH;
-                        if c0 >= n {
-                            break;
-                        }
-                        let cols = (n - c0).min(avx2::NH);
-                        let half = b32.as_ptr().add((p * k + k0) * NR + h * avx2::NH);
-                        let cblk = (c as *mut f32).add(c0);
+            if level == Level::Avx512 {
+                // Blocks of KC rows of the panels: one block of one panel (KC x NR
+                // values, 32 KiB) stays in L1 while every row block of A passes over it.
+                for k0 in (0..k.max(1)).step_by(KC) {
+                    let kc = (k - k0).min(KC);
+                    let beta_k = if k0 == 0 { beta32 } else { 1.0 };
+                    for p in p0..p1 {
+                        let cols = (n - p * NR).min(NR);
+                        let panel = &b32[(p * k + k0) * NR..(p * k + k0 + kc) * NR];
+                        let cblk = (c as *mut f32).add(p * NR);
                         let mut r = 0;
                         while r < m {
-                            let rows = avx2::tile_rows(m - r);
-                            let (ar, cr) = (a32.as_ptr().add(r * k + k0), cblk.add(r * n));
-                            // The first tile of the first half fetches the panel block
-                            // (both halves) ahead of use; the later tiles find it in L1.
-                            let first = r == 0 && h == 0;
-                            macro_rules! tile {
-                                ($r:expr) => {
-                                    if first {
-                                        avx2::kernel::<$r, true>(kc, ar, k, half, cr, n, cols, beta_k)
-                                    } else {
-                                        avx2::kernel::<$r, false>(kc, ar, k, half, cr, n, cols, beta_k)
-                                    }
-                                };
-                            }
+                            let rows = (m - r).min(MR);
+                            let (ar, cr) = (&a32[r * k + k0..], cblk.add(r * n));
                             match rows {
-                                1 => tile!(1),
-                                2 => tile!(2),
-                                3 => tile!(3),
-                                4 => tile!(4),
-                                5 => tile!(5),
-                                _ => tile!(6),
+                                1 => avx512::kernel::<1>(kc, ar, k, panel, cr, n, cols, beta_k),
+                                2 => avx512::kernel::<2>(kc, ar, k, panel, cr, n, cols, beta_k),
+                                3 => avx512::kernel::<3>(kc, ar, k, panel, cr, n, cols, beta_k),
+                                4 => avx512::kernel::<4>(kc, ar, k, panel, cr, n, cols, beta_k),
+                                5 => avx512::kernel::<5>(kc, ar, k, panel, cr, n, cols, beta_k),
+                                6 => avx512::kernel::<6>(kc, ar, k, panel, cr, n, cols, beta_k),
+                                7 => avx512::kernel::<7>(kc, ar, k, panel, cr, n, cols, beta_k),
+                                _ => avx512::kernel::<MR>(kc, ar, k, panel, cr, n, cols, beta_k),
                             }
                             r += rows;
+                        }
+                    }
+                }
+            } else {
+                for k0 in (0..k.max(1)).step_by(KC) {
+                    let kc = (k - k0).min(KC);
+                    let beta_k = if k0 == 0 { beta32 } else { 1.0 };
+                    for p in p0..p1 {
+                        // Each panel in two halves of 16 columns (two AVX2
+                        // registers): 6 rows x 2 accumulators fit the 16 registers.
+                        for h in 0..NR / avx2::NH {
+                            let c0 = p * NR + h * avx2::NH;
+                            if c0 >= n {
+                                break;
+                            }
+                            let cols = (n - c0).min(avx2::NH);
+                            let half = b32.as_ptr().add((p * k + k0) * NR + h * avx2::NH);
+                            let cblk = (c as *mut f32).add(c0);
+                            let mut r = 0;
+                            while r < m {
+                                let rows = avx2::tile_rows(m - r);
+                                let (ar, cr) = (a32.as_ptr().add(r * k + k0), cblk.add(r * n));
+                                // The first tile of the first half fetches the panel block
+                                // (both halves) ahead of use; the later tiles find it in L1.
+                                let first = r == 0 && h == 0;
+                                macro_rules! tile {
+                                    ($r:expr) => {
+                                        if first {
+                                            avx2::kernel::<$r, true>(kc, ar, k, half, cr, n, cols, beta_k)
+                                        } else {
+                                            avx2::kernel::<$r, false>(kc, ar, k, half, cr, n, cols, beta_k)
+                                        }
+                                    };
+                                }
+                                match rows {
+                                    1 => tile!(1),
+                                    2 => tile!(2),
+                                    3 => tile!(3),
+                                    4 => tile!(4),
+                                    5 => tile!(5),
+                                    _ => tile!(6),
+                                }
+                                r += rows;
+                            }
                         }
                     }
                 }
@@ -412,7 +405,7 @@ unsafe fn packed_panels_at<F: Float>(
 
 /// The portable micro-kernel: one row of C at a time against one panel, 32
 /// accumulators the compiler turns into SIMD registers. Also the reference
-/// the AVX-512 kernel is tested against.
+/// the AVX-512 and AVX2 kernels are tested against.
 macro_rules! packed_body {
     ($m:expr, $k:expr, $n:expr, $a:expr, $bp:expr, $p0:expr, $p1:expr, $beta:expr, $c:expr, $fma:expr) => {{
         let (m, k, n, a, bp, beta, c) = ($m, $k, $n, $a, $bp, $beta, $c);

@@ -6,10 +6,12 @@
 //! Layout: everything inside is time-major and row-major: x [T, B, I],
 //! outputs [T, B, D*H], states [L*D, B, H] (index l*D + d, as PyTorch).
 //!
-//! Speed by design: the input projection of all T steps is one GEMM; each step
-//! does one fused GEMM of the previous state with all G gate blocks of W_hh;
-//! the weight gradients are one GEMM each over all steps after the sweep; all
-//! per-step buffers are sized before the time loop.
+//! Speed by design: W_ih and W_hh are packed once per sweep; each step does
+//! one product of its input with all G gate blocks of W_ih and one of the
+//! previous state with all G gate blocks of W_hh (made per step, so the gate
+//! pre-activations stay in cache); the weight gradients are one GEMM each
+//! over all steps after the sweep; all per-step buffers are sized before the
+//! time loop.
 
 use crate::cells::{Cell, CellKind, Elman, Gru, Lstm};
 use crate::error::{config_err, shape_err, Error, Result};
