@@ -18,7 +18,7 @@ use crate::cells::{Cell, CellKind, Elman, Gru, Lstm};
 use crate::error::{check_len, config_err, shape_err, Result};
 use crate::float::Float;
 use crate::linalg::{add_rows, gemm_packed_threads, Packed, Tr};
-use crate::network::{opt_view, row_cuts, run_parts, split_steps, time_of, DirParams, RnnConfig, RnnState};
+use crate::network::{gx_bias, opt_view, row_cuts, run_parts, split_steps, time_of, DirParams, RnnConfig, RnnState};
 use crate::params::ParamTable;
 use crate::simd::{dispatch, Kernel};
 
@@ -64,16 +64,8 @@ impl<'p, F: Float> Runner<'p, F> {
         let mut bias_x = Vec::with_capacity(dirp.len());
         for (ld, dp) in dirp.iter().enumerate() {
             let mut bias = Vec::new();
-            let b_hh = if cfg.cell == CellKind::Gru { usize::MAX } else { dp.b_hh };
-            for idx in [dp.b_ih, b_hh] {
-                let v = opt_view(table, params, idx);
-                if !v.is_empty() {
-                    bias.resize(g, F::zero());
-                    for (a, x) in bias.iter_mut().zip(v) {
-                        *a += *x;
-                    }
-                }
-            }
+            let b_hh = if cfg.cell == CellKind::Gru { &[] } else { opt_view(table, params, dp.b_hh) };
+            gx_bias(opt_view(table, params, dp.b_ih), b_hh, &mut bias);
             bias_x.push(bias);
             let i_l = cfg.layer_input(ld / cfg.dirs());
             let mut p = Packed::new();

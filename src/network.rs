@@ -389,16 +389,8 @@ fn forward_cell<F: Float, C: Cell<F>, R: Rng>(args: Forward<'_, C, F, R>) -> Res
             let b_hh = opt_view(table, params, dp.b_hh);
             whh_t.pack(h, g, w_hh, Tr::T);
             wih_t.pack(i_l, g, w_ih, Tr::T);
-            bias_x.clear();
             // pre = gx + gh: for cells that fold gh into gx, b_hh joins b_ih.
-            for v in [b_ih, if C::NEEDS_GH { &[] } else { b_hh }] {
-                if !v.is_empty() {
-                    bias_x.resize(g, F::zero());
-                    for (a, x) in bias_x.iter_mut().zip(v) {
-                        *a += *x;
-                    }
-                }
-            }
+            gx_bias(b_ih, if C::NEEDS_GH { &[] } else { b_hh }, &mut bias_x);
             let mut dc = DirCache {
                 act: vec![F::zero(); t_len * b * g],
                 gh: if C::NEEDS_GH { vec![F::zero(); t_len * b * g] } else { Vec::new() },
@@ -602,6 +594,21 @@ fn backward_cell<F: Float, C: Cell<F>>(args: Backward<'_, C, F>) -> Result<RnnIn
         }
     }
     Ok(RnnInputGrads { dx, dh0, dc0, dh_norms })
+}
+
+/// The bias each step adds to its input projection gx [G*H]: `b_ih` plus
+/// `b_hh_folded` (b_hh for cells that fold gh into gx, empty for the GRU);
+/// empty when both are (a network without biases).
+pub(crate) fn gx_bias<F: Float>(b_ih: &[F], b_hh_folded: &[F], out: &mut Vec<F>) {
+    out.clear();
+    for v in [b_ih, b_hh_folded] {
+        if !v.is_empty() {
+            out.resize(v.len(), F::zero());
+            for (a, x) in out.iter_mut().zip(v) {
+                *a += *x;
+            }
+        }
+    }
 }
 
 /// Row cut points [0, .., B] splitting the batch into one block per thread
