@@ -13,6 +13,12 @@ use std::process::ExitCode;
 
 mod cli_train;
 
+/// mimalloc keeps the pages of freed blocks for reuse; with glibc's malloc the
+/// per-call buffers of a training step (tens of megabytes at LM and L) went
+/// back to the kernel and were faulted in and zeroed again on the next call.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser, Debug)]
 #[command(name = "recurrent", version, about = "Train Elman RNN, LSTM and GRU networks, exact to PyTorch")]
 struct Cli {
