@@ -517,6 +517,8 @@ mod avx2 {
                         while r < m {
                             let rows = tile_rows(m - r);
                             let (ar, cr) = (ap.add(r * kc), cblk.add(r * n));
+                            // The first tile of the first half fetches the panel block
+                            // (both halves) ahead of use; the later tiles find it in L1.
                             let first = r == 0 && h == 0;
                             macro_rules! tile {
                                 ($r:expr) => {

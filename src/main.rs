@@ -16,6 +16,7 @@ mod cli_train;
 /// mimalloc keeps the pages of freed blocks for reuse; with glibc's malloc the
 /// per-call buffers of a training step (tens of megabytes at LM and L) went
 /// back to the kernel and were faulted in and zeroed again on the next call.
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
