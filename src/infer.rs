@@ -17,8 +17,11 @@
 use crate::cells::{Cell, CellKind, Elman, Gru, Lstm};
 use crate::error::{check_len, config_err, shape_err, Result};
 use crate::float::Float;
-use crate::linalg::{add_rows, gemm_packed_threads, Packed, Tr};
-use crate::network::{gx_bias, opt_view, row_cuts, run_parts, split_steps, time_of, DirParams, RnnConfig, RnnState};
+use crate::linalg::{Packed, Tr};
+use crate::network::{
+    gx_bias, opt_view, project_step, row_cuts, run_parts, split_steps, time_of, DirParams, RnnConfig, RnnState,
+    StepWeights,
+};
 use crate::params::ParamTable;
 use crate::simd::{dispatch, Kernel};
 
@@ -355,24 +358,10 @@ impl<C: Cell<F>, F: Float> Kernel for WithCell<'_, '_, '_, C, F> {
         let lengths = &dir.lengths[r0..r0 + m];
         for step in 0..dir.t_len {
             let t = time_of(dir.d, step, dir.t_len);
-            // gx = x_t W_ihᵀ + b_ih (+ b_hh for cells that fold gh into gx), one
-            // step at a time: a [T, B, G*H] projection of the whole sequence made
-            // up front was slower (it leaves cache before its step comes).
             let x_t = &dir.x[(t * b + r0) * i_l..(t * b + r0 + m) * i_l];
-            gemm_packed_threads(m, x_t, dir.w_ih, F::zero(), s.gx, s.inner);
-            if !dir.bias_x.is_empty() {
-                add_rows(s.gx, dir.bias_x);
-            }
-            let gx_t: &mut [F] = &mut *s.gx;
-            if C::NEEDS_GH {
-                gemm_packed_threads(m, s.h_state, dir.w_hh, F::zero(), s.gh, s.inner);
-                if !dir.b_hh.is_empty() {
-                    add_rows(s.gh, dir.b_hh);
-                }
-            } else {
-                // pre = gx + gh: the recurrent product goes straight into gx (see `Cell::NEEDS_GH`).
-                gemm_packed_threads(m, s.h_state, dir.w_hh, F::one(), gx_t, s.inner);
-            }
+            let w = StepWeights { wih_t: dir.w_ih, whh_t: dir.w_hh, bias_x: dir.bias_x, b_hh: dir.b_hh };
+            project_step::<C, F>(m, x_t, s.h_state, &w, s.gx, s.gh, s.inner);
+            let gx_t: &[F] = &*s.gx;
             let out_t = &mut *s.out[t];
             for (r, &len) in lengths.iter().enumerate() {
                 let rh = r * h..(r + 1) * h;

@@ -611,6 +611,49 @@ pub(crate) fn gx_bias<F: Float>(b_ih: &[F], b_hh_folded: &[F], out: &mut Vec<F>)
     }
 }
 
+/// The packed weights and biases of one (layer, direction) that each step's
+/// projections use.
+pub(crate) struct StepWeights<'a, F> {
+    /// W_ihᵀ packed [I_l, G*H]
+    pub wih_t: &'a Packed<F>,
+    /// W_hhᵀ packed [H, G*H]
+    pub whh_t: &'a Packed<F>,
+    /// Bias of gx [G*H] (`gx_bias`) or empty
+    pub bias_x: &'a [F],
+    /// b_hh [G*H] of cells that keep gh apart (GRU), or empty
+    pub b_hh: &'a [F],
+}
+
+/// One step's projections for `m` rows, shared by the training forward and
+/// the runner: gx = x_t W_ihᵀ + bias_x [m, G*H]; then, for cells that keep it
+/// apart (`Cell::NEEDS_GH`), gh = h_prev W_hhᵀ + b_hh [m, G*H], and for the
+/// others h_prev W_hhᵀ is added straight into gx (pre = gx + gh); `gh` is
+/// then unused. Each is one fused product for all G gates; the input
+/// projection is made per step because a [T, B, G*H] one made up front left
+/// cache before its step came.
+pub(crate) fn project_step<C: Cell<F>, F: Float>(
+    m: usize,
+    x_t: &[F],
+    h_prev: &[F],
+    w: &StepWeights<'_, F>,
+    gx: &mut [F],
+    gh: &mut [F],
+    inner: usize,
+) {
+    gemm_packed_threads(m, x_t, w.wih_t, F::zero(), gx, inner);
+    if !w.bias_x.is_empty() {
+        add_rows(gx, w.bias_x);
+    }
+    if C::NEEDS_GH {
+        gemm_packed_threads(m, h_prev, w.whh_t, F::zero(), gh, inner);
+        if !w.b_hh.is_empty() {
+            add_rows(gh, w.b_hh);
+        }
+    } else {
+        gemm_packed_threads(m, h_prev, w.whh_t, F::one(), gx, inner);
+    }
+}
+
 /// Row cut points [0, .., B] splitting the batch into one block per thread
 /// of the current pool, in multiples of 8 rows (the micro-kernel's row
 /// block) when possible; one block when the per-step work is too small to
@@ -722,24 +765,12 @@ impl<C: Cell<F>, F: Float> Kernel for ForwardRows<'_, C, F> {
         let i_l = self.i_l;
         for s in 0..self.t_len {
             let t = time_of(self.d, s, self.t_len);
-            // gx = x_t W_ihᵀ + bias  [rows, I_l] x [I_l, G*H]
             let x_t = &self.x[(t * self.b + self.r0) * i_l..(t * self.b + self.r0 + m) * i_l];
-            gemm_packed_threads(m, x_t, self.wih_t, F::zero(), self.gx, self.inner);
-            if !self.bias_x.is_empty() {
-                add_rows(self.gx, self.bias_x);
-            }
             let (h_lo, h_hi) = self.hs.split_at_mut(s + 1);
             let (h_prev, h_next) = (&*h_lo[s], &mut *h_hi[0]);
-            // One fused product for all gates: gh = h_prev W_hhᵀ + b_hh  [rows, H] x [H, G*H],
-            // kept apart (GRU) or added straight into gx (the others).
-            if C::NEEDS_GH {
-                gemm_packed_threads(m, h_prev, self.whh_t, F::zero(), self.gh[s], self.inner);
-                if !self.b_hh.is_empty() {
-                    add_rows(self.gh[s], self.b_hh);
-                }
-            } else {
-                gemm_packed_threads(m, h_prev, self.whh_t, F::one(), self.gx, self.inner);
-            }
+            let gh_s: &mut [F] = if C::NEEDS_GH { &mut *self.gh[s] } else { &mut [] };
+            let w = StepWeights { wih_t: self.wih_t, whh_t: self.whh_t, bias_x: self.bias_x, b_hh: self.b_hh };
+            project_step::<C, F>(m, x_t, h_prev, &w, self.gx, gh_s, self.inner);
             let (c_prev, c_next): (&[F], &mut [F]) = if C::HAS_C {
                 let (lo, hi) = self.cs.split_at_mut(s + 1);
                 (&*lo[s], &mut *hi[0])
