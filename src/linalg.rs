@@ -162,12 +162,32 @@ pub const NR: usize = 32;
 /// the two B vectors and the broadcast of A.
 const MR: usize = 8;
 
+/// Half a panel: the columns of one AVX2 tile (two registers of 8 f32).
+const NH: usize = NR / 2;
+
 /// Rows of a panel per k-block: KC x NR f32 is 32 KiB, inside L1.
 const KC: usize = 256;
 
+/// Whether `F` is f32 (the type the SIMD micro-kernels are written for).
+fn is_f32<F: 'static>() -> bool {
+    std::any::TypeId::of::<F>() == std::any::TypeId::of::<f32>()
+}
+
 /// A right-hand side op(B) [K, N] packed once into column panels of `NR`:
-/// panel p holds, for k = 0..K, the NR values of columns p*NR..(p+1)*NR
-/// (zero past N), contiguously: data [ceil(N/NR), K, NR].
+/// panel p holds the K x NR values of columns p*NR..(p+1)*NR (zero past N)
+/// contiguously, in one of two layouts:
+/// - rows [K, NR] (`split` false): what the AVX-512 kernel reads, a whole
+///   row of the panel (two 64-byte lines) per k;
+/// - split [K/KC blocks][2 halves][kc, NH] (`split` true): each block of KC
+///   rows stores the panel's first NH columns, then its last NH. An AVX2 tile
+///   covers half a panel, and with rows interleaved it read every other
+///   64-byte line of a 32 KiB block (the other half's lines, fetched along,
+///   crowded L1); split, each half of a block is one sequential 16 KiB
+///   stream, and one line is one row of a tile.
+///
+/// The first value sits on a 64-byte boundary, so each NH-wide row of a
+/// half is exactly one cache line (glibc's large blocks start 16 bytes past
+/// a page).
 ///
 /// Why: the per-step products of a recurrent network multiply a new small
 /// left-hand side (B rows of states or gate gradients) by the *same* weight
@@ -178,49 +198,73 @@ const KC: usize = 256;
 pub struct Packed<F> {
     k: usize,
     n: usize,
-    /// [ceil(N/NR), K, NR]
+    /// The split layout (see above) rather than rows.
+    split: bool,
+    /// Index in `data` of the first packed value (on a 64-byte boundary).
+    off: usize,
+    /// [ceil(N/NR), K, NR] values from `off` on (see the layouts above).
     data: Vec<F>,
 }
 
 impl<F: Float> Packed<F> {
     /// An empty packing; `pack` fills it (and reuses its allocation later).
     pub fn new() -> Self {
-        Packed { k: 0, n: 0, data: Vec::new() }
+        Packed { k: 0, n: 0, split: true, off: 0, data: Vec::new() }
     }
 
-    /// Packs op(B) [K, N] (B stored [K, N] for `Tr::N`, [N, K] for `Tr::T`).
+    /// Packs op(B) [K, N] (B stored [K, N] for `Tr::N`, [N, K] for `Tr::T`),
+    /// in the layout of the micro-kernel this CPU runs: rows for the f32
+    /// AVX-512 kernel, split for everything else.
     pub fn pack(&mut self, k: usize, n: usize, b: &[F], tb: Tr) {
+        let rows = is_f32::<F>() && crate::simd::detected() == crate::simd::Level::Avx512;
+        self.pack_layout(k, n, b, tb, !rows);
+    }
+
+    /// `pack` in a given layout (tests run every kernel on both).
+    fn pack_layout(&mut self, k: usize, n: usize, b: &[F], tb: Tr, split: bool) {
         assert!(b.len() >= k * n, "pack: buffer shorter than {k}x{n}");
         let panels = n.div_ceil(NR);
+        let len = panels * k * NR;
+        let size = std::mem::size_of::<F>();
         self.k = k;
         self.n = n;
+        self.split = split;
         self.data.clear();
-        self.data.resize(panels * k * NR, F::zero());
+        self.data.resize(len + 64 / size, F::zero());
+        self.off = (64 - self.data.as_ptr() as usize % 64) % 64 / size;
+        let vals = &mut self.data[self.off..self.off + len];
         for p in 0..panels {
             let (c0, c1) = (p * NR, ((p + 1) * NR).min(n));
-            let panel = &mut self.data[p * k * NR..(p + 1) * k * NR];
-            match tb {
-                Tr::N => {
-                    for kk in 0..k {
-                        panel[kk * NR..kk * NR + (c1 - c0)].copy_from_slice(&b[kk * n + c0..kk * n + c1]);
-                    }
-                }
-                Tr::T => {
-                    // Column j of op(B) is row j of the stored matrix.
-                    for j in c0..c1 {
-                        for (kk, &v) in b[j * k..(j + 1) * k].iter().enumerate() {
-                            panel[kk * NR + (j - c0)] = v;
-                        }
-                    }
+            let panel = &mut vals[p * k * NR..(p + 1) * k * NR];
+            for kk in 0..k {
+                for j in c0..c1 {
+                    // Column j of op(B) is row j of the stored matrix for Tr::T.
+                    let v = if tb == Tr::N { b[kk * n + j] } else { b[j * k + kk] };
+                    panel[slot(k, kk, j - c0, split)] = v;
                 }
             }
         }
+    }
+
+    /// The packed values [ceil(N/NR), K, NR].
+    fn vals(&self) -> &[F] {
+        &self.data[self.off..self.off + self.n.div_ceil(NR) * self.k * NR]
     }
 
     /// (K, N) of the packed op(B).
     pub fn shape(&self) -> (usize, usize) {
         (self.k, self.n)
     }
+}
+
+/// Where value (kk, j) of a panel of K rows sits inside the panel.
+fn slot(k: usize, kk: usize, j: usize, split: bool) -> usize {
+    if !split {
+        return kk * NR + j;
+    }
+    let k0 = kk / KC * KC;
+    let kc = (k - k0).min(KC);
+    k0 * NR + (j / NH) * kc * NH + (kk - k0) * NH + j % NH
 }
 
 /// C[m, n] = A[m, k] * op(B) + beta * C, with A and C row-major and
@@ -244,7 +288,7 @@ pub fn gemm_packed_threads<F: Float>(m: usize, a: &[F], b: &Packed<F>, beta: F, 
     let run = |p0: usize, p1: usize| {
         // SAFETY: c holds m x n values (checked above); blocks of panels
         // [p0, p1) write the disjoint column ranges [p0*NR, p1*NR) of C.
-        unsafe { packed_panels(m, k, n, a, &b.data, p0, p1, beta, cp.get()) }
+        unsafe { packed_panels(m, k, n, a, b.vals(), b.split, p0, p1, beta, cp.get()) }
     };
     split_join(0, panels, parts, &run);
 }
@@ -266,7 +310,8 @@ fn split_join(lo: usize, hi: usize, parts: usize, f: &(impl Fn(usize, usize) + S
 ///
 /// # Safety
 /// `c` points to a row-major m x n matrix that no one else writes in columns
-/// [p0*NR, p1*NR); `a` and `bp` hold the shapes `gemm_packed` checked.
+/// [p0*NR, p1*NR); `a` and `bp` hold the shapes `gemm_packed` checked, `bp`
+/// in the layout `split` says.
 #[allow(clippy::too_many_arguments)]
 unsafe fn packed_panels<F: Float>(
     m: usize,
@@ -274,16 +319,20 @@ unsafe fn packed_panels<F: Float>(
     n: usize,
     a: &[F],
     bp: &[F],
+    split: bool,
     p0: usize,
     p1: usize,
     beta: F,
     c: *mut F,
 ) {
-    packed_panels_at(crate::simd::level(), m, k, n, a, bp, p0, p1, beta, c)
+    packed_panels_at(crate::simd::level(), m, k, n, a, bp, split, p0, p1, beta, c)
 }
 
 /// `packed_panels` with the micro-kernel of `level` (or of a lower level when
 /// the CPU lacks it): tests run every level the CPU has against the plain loop.
+/// Each micro-kernel reads one layout (AVX-512: rows; AVX2: split); the
+/// portable loop, with or without FMA, reads both, and runs when the level
+/// and the layout do not match (a cap lowered after packing).
 ///
 /// # Safety
 /// As `packed_panels`.
@@ -295,6 +344,7 @@ unsafe fn packed_panels_at<F: Float>(
     n: usize,
     a: &[F],
     bp: &[F],
+    split: bool,
     p0: usize,
     p1: usize,
     beta: F,
@@ -304,10 +354,16 @@ unsafe fn packed_panels_at<F: Float>(
     {
         use crate::simd::Level;
         let level = crate::simd::clamp(level);
-        let is_f32 = std::any::TypeId::of::<F>() == std::any::TypeId::of::<f32>();
-        if is_f32 && level != Level::Portable {
+        let kernel_level = match (level, split) {
+            (Level::Avx512, false) => Level::Avx512,
+            (Level::Avx512 | Level::Avx2, true) => Level::Avx2,
+            _ => Level::Portable,
+        };
+        if is_f32::<F>() && kernel_level != Level::Portable {
+            let level = kernel_level;
             // SAFETY: F is f32 (checked), so the casts are identities; the CPU
-            // has the instructions of `level` (`clamp` checked).
+            // has the instructions of `level` (`clamp` checked), and the
+            // layout is the one its kernels read (matched above).
             let (a32, b32) = (&*(a as *const [F] as *const [f32]), &*(bp as *const [F] as *const [f32]));
             let beta32 = *(&beta as *const F as *const f32);
             if m == 1 {
@@ -353,30 +409,41 @@ unsafe fn packed_panels_at<F: Float>(
             return;
         }
         if level != Level::Portable {
-            return packed_panels_avx2(m, k, n, a, bp, p0, p1, beta, c);
+            return packed_panels_avx2(m, k, n, a, bp, split, p0, p1, beta, c);
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = level;
-    packed_panels_portable(m, k, n, a, bp, p0, p1, beta, c)
+    packed_panels_portable(m, k, n, a, bp, split, p0, p1, beta, c)
 }
 
 /// The portable micro-kernel: one row of C at a time against one panel, 32
 /// accumulators the compiler turns into SIMD registers. Also the reference
 /// the AVX-512 and AVX2 kernels are tested against.
 macro_rules! packed_body {
-    ($m:expr, $k:expr, $n:expr, $a:expr, $bp:expr, $p0:expr, $p1:expr, $beta:expr, $c:expr, $fma:expr) => {{
-        let (m, k, n, a, bp, beta, c) = ($m, $k, $n, $a, $bp, $beta, $c);
+    ($m:expr, $k:expr, $n:expr, $a:expr, $bp:expr, $split:expr, $p0:expr, $p1:expr, $beta:expr, $c:expr, $fma:expr) => {{
+        let (m, k, n, a, bp, split, beta, c) = ($m, $k, $n, $a, $bp, $split, $beta, $c);
         for p in $p0..$p1 {
             let cols = (n - p * NR).min(NR);
             let panel = &bp[p * k * NR..(p + 1) * k * NR];
             for r in 0..m {
                 let ar = &a[r * k..(r + 1) * k];
                 let mut acc = [F::zero(); NR];
-                for (kk, &av) in ar.iter().enumerate() {
-                    let bk = &panel[kk * NR..(kk + 1) * NR];
-                    for j in 0..NR {
-                        acc[j] = if $fma { av.mul_add(bk[j], acc[j]) } else { acc[j] + av * bk[j] };
+                for k0 in (0..k).step_by(KC) {
+                    let kc = (k - k0).min(KC);
+                    let blk = &panel[k0 * NR..(k0 + kc) * NR];
+                    for (kr, &av) in ar[k0..k0 + kc].iter().enumerate() {
+                        // The two halves of row k0 + kr (see `Packed`).
+                        let (lo, hi) = if split {
+                            (&blk[kr * NH..(kr + 1) * NH], &blk[(kc + kr) * NH..(kc + kr + 1) * NH])
+                        } else {
+                            (&blk[kr * NR..kr * NR + NH], &blk[kr * NR + NH..(kr + 1) * NR])
+                        };
+                        for j in 0..NH {
+                            let (x, y) = (lo[j], hi[j]);
+                            acc[j] = if $fma { av.mul_add(x, acc[j]) } else { acc[j] + av * x };
+                            acc[NH + j] = if $fma { av.mul_add(y, acc[NH + j]) } else { acc[NH + j] + av * y };
+                        }
                     }
                 }
                 let cr = c.add(r * n + p * NR);
@@ -398,12 +465,13 @@ unsafe fn packed_panels_portable<F: Float>(
     n: usize,
     a: &[F],
     bp: &[F],
+    split: bool,
     p0: usize,
     p1: usize,
     beta: F,
     c: *mut F,
 ) {
-    packed_body!(m, k, n, a, bp, p0, p1, beta, c, false)
+    packed_body!(m, k, n, a, bp, split, p0, p1, beta, c, false)
 }
 
 /// # Safety
@@ -417,12 +485,13 @@ unsafe fn packed_panels_avx2<F: Float>(
     n: usize,
     a: &[F],
     bp: &[F],
+    split: bool,
     p0: usize,
     p1: usize,
     beta: F,
     c: *mut F,
 ) {
-    packed_body!(m, k, n, a, bp, p0, p1, beta, c, true)
+    packed_body!(m, k, n, a, bp, split, p0, p1, beta, c, true)
 }
 
 /// The f32 AVX2 + FMA micro-kernels (machines without AVX-512, such as AMD
@@ -430,15 +499,14 @@ unsafe fn packed_panels_avx2<F: Float>(
 /// accumulators, two B vectors, one broadcast of A), run over half a panel.
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::NR;
+    use super::{KC, NH, NR};
     use std::arch::x86_64::*;
 
-    /// Columns per tile: half a panel, two registers of 8 f32.
-    pub const NH: usize = 16;
     /// Rows per tile.
     pub const MR: usize = 6;
-    /// Rows of a panel (128 bytes each) that the first tile prefetches ahead.
-    const PF: usize = 16;
+    /// Rows of a half panel (64 bytes, one line each) that the first tile
+    /// prefetches ahead.
+    const PF: usize = 32;
 
     /// Rows of the next tile when `rest` rows remain: 6, except that a tail
     /// of 7 to 9 rows is split in two near-equal tiles (a tile of 1-3 rows has
@@ -458,7 +526,8 @@ mod avx2 {
         static A_PACK: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
     }
 
-    /// Panels [p0, p1) of C = A * packed B + beta * C (see `packed_panels`).
+    /// Panels [p0, p1) of C = A * packed B + beta * C (see `packed_panels`),
+    /// B in the split layout (`Packed`).
     ///
     /// Each k-block of A is first repacked tile by tile (for each tile of R
     /// rows, its kc columns interleaved: [kc][R]), so the micro-kernel reads
@@ -511,15 +580,16 @@ mod avx2 {
                             break;
                         }
                         let cols = (n - c0).min(NH);
-                        let half = b.as_ptr().add((p * k + k0) * NR + h * NH);
+                        // Half h of this panel's block: kc rows of NH, contiguous.
+                        let half = b.as_ptr().add((p * k + k0) * NR + h * kc * NH);
                         let cblk = c.add(c0);
                         let mut r = 0;
                         while r < m {
                             let rows = tile_rows(m - r);
                             let (ar, cr) = (ap.add(r * kc), cblk.add(r * n));
-                            // The first tile of the first half fetches the panel block
-                            // (both halves) ahead of use; the later tiles find it in L1.
-                            let first = r == 0 && h == 0;
+                            // The first tile fetches the half block ahead of use;
+                            // the later tiles find it in L1.
+                            let first = r == 0;
                             macro_rules! tile {
                                 ($r:expr) => {
                                     if first {
@@ -545,12 +615,12 @@ mod avx2 {
         })
     }
 
-    /// C[R, cols] = A[R, k] * half-panel [k, 16] (row stride NR) + beta * C
+    /// C[R, cols] = A[R, k] * half-panel [k, 16] (contiguous rows) + beta * C
     /// (row stride ldc), with A packed [k][R] (see `panels`).
     ///
     /// # Safety
     /// `a` holds k * R values, `half` k rows of 16
-    /// values at stride NR, `c` R rows of `cols` writable values at stride
+    /// values, `c` R rows of `cols` writable values at stride
     /// `ldc`; the CPU has AVX2 and FMA.
     #[inline]
     #[target_feature(enable = "avx2,fma")]
@@ -582,13 +652,11 @@ mod avx2 {
                 // The weights are often in L3 or memory (a [H, G*H] matrix of
                 // megabytes, evicted by the step's other buffers): without
                 // this the loads below stalled the first tile of each block.
-                let ahead = bp.add(PF * NR) as *const i8;
-                _mm_prefetch::<_MM_HINT_T0>(ahead);
-                _mm_prefetch::<_MM_HINT_T0>(ahead.add(64));
+                _mm_prefetch::<_MM_HINT_T0>(bp.add(PF * NH) as *const i8);
             }
             let b0 = _mm256_loadu_ps(bp);
             let b1 = _mm256_loadu_ps(bp.add(8));
-            bp = bp.add(NR);
+            bp = bp.add(NH);
             for (r, acc_r) in acc.iter_mut().enumerate() {
                 let av = _mm256_broadcast_ss(&*ap.add(r));
                 acc_r[0] = _mm256_fmadd_ps(av, b0, acc_r[0]);
@@ -626,8 +694,9 @@ mod avx2 {
     }
 
     /// One row against a whole panel of 32 columns (a matrix-vector product,
-    /// streaming at batch 1): two steps of k per iteration into separate
-    /// accumulators, so eight additions are in flight.
+    /// streaming at batch 1), B in the split layout: per k-block, the two
+    /// halves are two sequential streams. Two steps of k per iteration into
+    /// separate accumulators, so eight additions are in flight.
     ///
     /// # Safety
     /// `a` holds k values, `panel` k * NR, `c` `cols` writable values; the
@@ -636,25 +705,32 @@ mod avx2 {
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn kernel_1(k: usize, a: &[f32], panel: &[f32], c: *mut f32, cols: usize, beta: f32) {
         debug_assert!(a.len() >= k && panel.len() >= k * NR);
-        let (ap, bp) = (a.as_ptr(), panel.as_ptr());
         let mut acc = [[_mm256_setzero_ps(); 4]; 2];
-        let k2 = k / 2 * 2;
-        let mut p = 0;
-        while p < k2 {
-            for (u, acc_u) in acc.iter_mut().enumerate() {
-                let av = _mm256_broadcast_ss(&*ap.add(p + u));
-                let row = bp.add((p + u) * NR);
-                for (j, acc_j) in acc_u.iter_mut().enumerate() {
-                    *acc_j = _mm256_fmadd_ps(av, _mm256_loadu_ps(row.add(8 * j)), *acc_j);
+        for k0 in (0..k).step_by(KC) {
+            let kc = (k - k0).min(KC);
+            let ap = a.as_ptr().add(k0);
+            let lo = panel.as_ptr().add(k0 * NR);
+            let hi = lo.add(kc * NH);
+            let k2 = kc / 2 * 2;
+            let mut p = 0;
+            while p < k2 {
+                for (u, acc_u) in acc.iter_mut().enumerate() {
+                    let av = _mm256_broadcast_ss(&*ap.add(p + u));
+                    let (l, h) = (lo.add((p + u) * NH), hi.add((p + u) * NH));
+                    acc_u[0] = _mm256_fmadd_ps(av, _mm256_loadu_ps(l), acc_u[0]);
+                    acc_u[1] = _mm256_fmadd_ps(av, _mm256_loadu_ps(l.add(8)), acc_u[1]);
+                    acc_u[2] = _mm256_fmadd_ps(av, _mm256_loadu_ps(h), acc_u[2]);
+                    acc_u[3] = _mm256_fmadd_ps(av, _mm256_loadu_ps(h.add(8)), acc_u[3]);
                 }
+                p += 2;
             }
-            p += 2;
-        }
-        if p < k {
-            let av = _mm256_broadcast_ss(&*ap.add(p));
-            let row = bp.add(p * NR);
-            for (j, acc_j) in acc[0].iter_mut().enumerate() {
-                *acc_j = _mm256_fmadd_ps(av, _mm256_loadu_ps(row.add(8 * j)), *acc_j);
+            if p < kc {
+                let av = _mm256_broadcast_ss(&*ap.add(p));
+                let (l, h) = (lo.add(p * NH), hi.add(p * NH));
+                acc[0][0] = _mm256_fmadd_ps(av, _mm256_loadu_ps(l), acc[0][0]);
+                acc[0][1] = _mm256_fmadd_ps(av, _mm256_loadu_ps(l.add(8)), acc[0][1]);
+                acc[0][2] = _mm256_fmadd_ps(av, _mm256_loadu_ps(h), acc[0][2]);
+                acc[0][3] = _mm256_fmadd_ps(av, _mm256_loadu_ps(h.add(8)), acc[0][3]);
             }
         }
         let s: [__m256; 4] = std::array::from_fn(|j| _mm256_add_ps(acc[0][j], acc[1][j]));
@@ -957,6 +1033,8 @@ mod tests {
                 (1, 1, 1),
                 (1, 7, 33),
                 (1, 256, 1024),
+                (1, 513, 40),
+                (1, 300, 70),
                 (2, 3, 31),
                 (7, 5, 64),
                 (8, 16, 32),
@@ -965,6 +1043,7 @@ mod tests {
                 (32, 128, 512),
                 (64, 300, 100),
                 (6, 257, 16),
+                (5, 300, 33),
                 (13, 40, 47),
                 (3, 0, 5),
             ] {
@@ -993,28 +1072,38 @@ mod tests {
                             assert!((*x as f64 - y).abs() <= tol, "f32 {m}x{k}x{n} {tb:?} beta {beta}: {x} vs {y}");
                         }
                         // Every micro-kernel this CPU can run (the fast ones
-                        // and their portable twin), whatever `gemm_packed` picked.
-                        for level in [Level::Portable, Level::Avx2, Level::Avx512] {
-                            let mut c32 = f(&c0);
-                            let a32 = f(&a);
-                            // SAFETY: c32 is m x n, written by this thread only; shapes as packed.
-                            unsafe {
-                                packed_panels_at(
-                                    level,
-                                    m,
-                                    k,
-                                    n,
-                                    &a32,
-                                    &p32.data,
-                                    0,
-                                    n.div_ceil(NR),
-                                    beta as f32,
-                                    c32.as_mut_ptr(),
-                                )
-                            };
-                            for (x, y) in c32.iter().zip(&want) {
-                                let msg = format!("f32 {level:?} {m}x{k}x{n} {tb:?} beta {beta}: {x} vs {y}");
-                                assert!((*x as f64 - y).abs() <= tol, "{msg}");
+                        // and their portable twin), whatever `gemm_packed` picked,
+                        // on both layouts (a kernel for the other layout falls
+                        // back to the portable loop), in f32 and f64.
+                        for split in [false, true] {
+                            p32.pack_layout(k, n, &f(&b), tb, split);
+                            p64.pack_layout(k, n, &b, tb, split);
+                            assert_eq!(p32.vals().as_ptr() as usize % 64, 0, "packed values on a line");
+                            for level in [Level::Portable, Level::Avx2, Level::Avx512] {
+                                let mut c32 = f(&c0);
+                                let a32 = f(&a);
+                                let mut c64 = c0.clone();
+                                // SAFETY: c32 and c64 are m x n, written by this thread
+                                // only; shapes and layouts as packed.
+                                unsafe {
+                                    let panels = n.div_ceil(NR);
+                                    let (b32, b64) = (p32.vals(), p64.vals());
+                                    let (beta32, c32p) = (beta as f32, c32.as_mut_ptr());
+                                    packed_panels_at(level, m, k, n, &a32, b32, split, 0, panels, beta32, c32p);
+                                    packed_panels_at(level, m, k, n, &a, b64, split, 0, panels, beta, c64.as_mut_ptr());
+                                };
+                                for (x, y) in c32.iter().zip(&want) {
+                                    let msg = format!(
+                                        "f32 {level:?} split {split} {m}x{k}x{n} {tb:?} beta {beta}: {x} vs {y}"
+                                    );
+                                    assert!((*x as f64 - y).abs() <= tol, "{msg}");
+                                }
+                                for (x, y) in c64.iter().zip(&want) {
+                                    let msg = format!(
+                                        "f64 {level:?} split {split} {m}x{k}x{n} {tb:?} beta {beta}: {x} vs {y}"
+                                    );
+                                    assert!((x - y).abs() <= 1e-14 * (k as f64 + 1.0), "{msg}");
+                                }
                             }
                         }
                     }
