@@ -236,11 +236,46 @@ impl<F: Float> Packed<F> {
         for p in 0..panels {
             let (c0, c1) = (p * NR, ((p + 1) * NR).min(n));
             let panel = &mut vals[p * k * NR..(p + 1) * k * NR];
-            for kk in 0..k {
-                for j in c0..c1 {
-                    // Column j of op(B) is row j of the stored matrix for Tr::T.
-                    let v = if tb == Tr::N { b[kk * n + j] } else { b[j * k + kk] };
-                    panel[slot(k, kk, j - c0, split)] = v;
+            for k0 in (0..k).step_by(KC) {
+                let kc = (k - k0).min(KC);
+                let blk = &mut panel[k0 * NR..(k0 + kc) * NR];
+                // Where row kk of the block, columns [h*NH, (h+1)*NH), starts.
+                let at = |kk: usize, h: usize| if split { (h * kc + kk) * NH } else { kk * NR + h * NH };
+                match tb {
+                    Tr::N => {
+                        // Rows of B are contiguous: copy each half row.
+                        for kk in 0..kc {
+                            let row = &b[(k0 + kk) * n..(k0 + kk + 1) * n];
+                            for h in 0..2 {
+                                let (j0, j1) = (c0 + h * NH, (c0 + (h + 1) * NH).min(c1));
+                                if j0 < j1 {
+                                    blk[at(kk, h)..at(kk, h) + (j1 - j0)].copy_from_slice(&row[j0..j1]);
+                                }
+                            }
+                        }
+                    }
+                    Tr::T => {
+                        // Column j of op(B) is row j of the stored matrix: a
+                        // transpose, eight columns at a time (eight rows read in
+                        // order, eight values written side by side per k).
+                        const W: usize = 8;
+                        let mut j = c0;
+                        while j < c1 {
+                            let w = (c1 - j).min(W).min(NH - (j - c0) % NH);
+                            let (h, jj) = ((j - c0) / NH, (j - c0) % NH);
+                            let rows: [&[F]; W] = std::array::from_fn(|t| {
+                                let r = (j + t.min(w - 1)) * k + k0;
+                                &b[r..r + kc]
+                            });
+                            for kk in 0..kc {
+                                let dst = &mut blk[at(kk, h) + jj..at(kk, h) + jj + w];
+                                for (t, d) in dst.iter_mut().enumerate() {
+                                    *d = rows[t][kk];
+                                }
+                            }
+                            j += w;
+                        }
+                    }
                 }
             }
         }
@@ -255,16 +290,6 @@ impl<F: Float> Packed<F> {
     pub fn shape(&self) -> (usize, usize) {
         (self.k, self.n)
     }
-}
-
-/// Where value (kk, j) of a panel of K rows sits inside the panel.
-fn slot(k: usize, kk: usize, j: usize, split: bool) -> usize {
-    if !split {
-        return kk * NR + j;
-    }
-    let k0 = kk / KC * KC;
-    let kc = (k - k0).min(KC);
-    k0 * NR + (j / NH) * kc * NH + (kk - k0) * NH + j % NH
 }
 
 /// C[m, n] = A[m, k] * op(B) + beta * C, with A and C row-major and
