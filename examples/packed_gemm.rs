@@ -76,6 +76,25 @@ fn main() {
             let t = time(|| gemm(m, k, n, 1.0, &a, Tr::T, &x, Tr::N, 1.0, &mut c), reps);
             println!("{what:>10} {m:>4}x{k:>4}x{n:>4} {:>10.1} {:>10.1}", t * 1e6, 2.0 * (m * k * n) as f64 / t / 1e9);
         }
+        // Matrix-vector products as a stream makes them, back to back: the mean
+        // over many calls (the fastest single call above often finds the weights
+        // still in L2 from the call before).
+        println!("{:>22} {:>10} {:>10}", "1 x k x n (back to back)", "mean us", "GB/s");
+        for (what, k, n) in [("28 KiB", 224, 32), ("256 KiB", 256, 256), ("1 MiB", 256, 1024), ("1.25 MiB", 320, 1024)]
+        {
+            let w: Vec<f32> = (0..k * n).map(|i| ((i * 5 % 11) as f32 - 5.0) * 0.01).collect();
+            let mut p = Packed::new();
+            p.pack(k, n, &w, Tr::T);
+            let (x, mut c) = (vec![0.1f32; k], vec![0.0f32; n]);
+            let calls = (1usize << 31) / (k * n * 4).max(1 << 16);
+            gemm_packed(1, &x, &p, 0.0, &mut c);
+            let t = Instant::now();
+            for _ in 0..calls {
+                gemm_packed(1, &x, &p, 0.0, &mut c);
+            }
+            let dt = t.elapsed().as_secs_f64() / calls as f64;
+            println!("{what:>10} 1x{k:>4}x{n:>4} {:>10.2} {:>10.1}", dt * 1e6, (k * n * 4) as f64 / dt / 1e9);
+        }
         // Peak: a large square product (the roofline's compute ceiling).
         let s = 1536;
         let a: Vec<f32> = (0..s * s).map(|i| ((i * 7 % 13) as f32 - 6.0) * 0.01).collect();
