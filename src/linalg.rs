@@ -194,7 +194,7 @@ fn is_f32<F: 'static>() -> bool {
 /// matrix T times; a general GEMM re-packs that matrix on every call (21 % of
 /// an LM training step before this existed). Packing it once per sequence
 /// sweep and running the micro-kernel straight on the panels removes that.
-#[derive(Clone, Debug, Default)]
+#[derive(Debug, Default)]
 pub struct Packed<F> {
     k: usize,
     n: usize,
@@ -225,14 +225,10 @@ impl<F: Float> Packed<F> {
         assert!(b.len() >= k * n, "pack: buffer shorter than {k}x{n}");
         let panels = n.div_ceil(NR);
         let len = panels * k * NR;
-        let size = std::mem::size_of::<F>();
         self.k = k;
         self.n = n;
         self.split = split;
-        self.data.clear();
-        self.data.resize(len + 64 / size, F::zero());
-        self.off = (64 - self.data.as_ptr() as usize % 64) % 64 / size;
-        let vals = &mut self.data[self.off..self.off + len];
+        let vals = self.alloc(len);
         for p in 0..panels {
             let (c0, c1) = (p * NR, ((p + 1) * NR).min(n));
             let panel = &mut vals[p * k * NR..(p + 1) * k * NR];
@@ -281,6 +277,16 @@ impl<F: Float> Packed<F> {
         }
     }
 
+    /// Zeroes `len` values starting on a 64-byte line (sets `off`) and
+    /// returns them.
+    fn alloc(&mut self, len: usize) -> &mut [F] {
+        let size = std::mem::size_of::<F>();
+        self.data.clear();
+        self.data.resize(len + 64 / size, F::zero());
+        self.off = (64 - self.data.as_ptr() as usize % 64) % 64 / size;
+        &mut self.data[self.off..self.off + len]
+    }
+
     /// The packed values [ceil(N/NR), K, NR].
     fn vals(&self) -> &[F] {
         &self.data[self.off..self.off + self.n.div_ceil(NR) * self.k * NR]
@@ -289,6 +295,16 @@ impl<F: Float> Packed<F> {
     /// (K, N) of the packed op(B).
     pub fn shape(&self) -> (usize, usize) {
         (self.k, self.n)
+    }
+}
+
+/// A copy whose values start on a 64-byte line again (a plain copy of `data`
+/// would keep `off` but not the alignment).
+impl<F: Float> Clone for Packed<F> {
+    fn clone(&self) -> Self {
+        let mut p = Packed { k: self.k, n: self.n, split: self.split, off: 0, data: Vec::new() };
+        p.alloc(self.vals().len()).copy_from_slice(self.vals());
+        p
     }
 }
 
@@ -1104,6 +1120,9 @@ mod tests {
                             p32.pack_layout(k, n, &f(&b), tb, split);
                             p64.pack_layout(k, n, &b, tb, split);
                             assert_eq!(p32.vals().as_ptr() as usize % 64, 0, "packed values on a line");
+                            let copy = p64.clone();
+                            assert_eq!(copy.vals().as_ptr() as usize % 64, 0, "copied values on a line");
+                            assert_eq!(copy.vals(), p64.vals(), "a copy holds the same values");
                             for level in [Level::Portable, Level::Avx2, Level::Avx512] {
                                 let mut c32 = f(&c0);
                                 let a32 = f(&a);
