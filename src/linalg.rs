@@ -235,8 +235,7 @@ impl<F: Float> Packed<F> {
             for k0 in (0..k).step_by(KC) {
                 let kc = (k - k0).min(KC);
                 let blk = &mut panel[k0 * NR..(k0 + kc) * NR];
-                // Where row kk of the block, columns [h*NH, (h+1)*NH), starts.
-                let at = |kk: usize, h: usize| if split { (h * kc + kk) * NH } else { kk * NR + h * NH };
+                let at = |kk: usize, h: usize| half_row(kc, kk, h, split);
                 match tb {
                     Tr::N => {
                         // Rows of B are contiguous: copy each half row.
@@ -259,6 +258,7 @@ impl<F: Float> Packed<F> {
                         while j < c1 {
                             let w = (c1 - j).min(W).min(NH - (j - c0) % NH);
                             let (h, jj) = ((j - c0) / NH, (j - c0) % NH);
+                            // (Slots t >= w repeat the last row; they are not read.)
                             let rows: [&[F]; W] = std::array::from_fn(|t| {
                                 let r = (j + t.min(w - 1)) * k + k0;
                                 &b[r..r + kc]
@@ -295,6 +295,19 @@ impl<F: Float> Packed<F> {
     /// (K, N) of the packed op(B).
     pub fn shape(&self) -> (usize, usize) {
         (self.k, self.n)
+    }
+}
+
+/// Where the NH values of row kk, half h, of a block of kc rows of a panel
+/// start inside the block (the two layouts of `Packed`). The AVX2 kernels
+/// walk the split layout with the same arithmetic: half h at h * kc * NH,
+/// rows NH apart.
+#[inline]
+fn half_row(kc: usize, kk: usize, h: usize, split: bool) -> usize {
+    if split {
+        (h * kc + kk) * NH
+    } else {
+        kk * NR + h * NH
     }
 }
 
@@ -474,12 +487,9 @@ macro_rules! packed_body {
                     let kc = (k - k0).min(KC);
                     let blk = &panel[k0 * NR..(k0 + kc) * NR];
                     for (kr, &av) in ar[k0..k0 + kc].iter().enumerate() {
-                        // The two halves of row k0 + kr (see `Packed`).
-                        let (lo, hi) = if split {
-                            (&blk[kr * NH..(kr + 1) * NH], &blk[(kc + kr) * NH..(kc + kr + 1) * NH])
-                        } else {
-                            (&blk[kr * NR..kr * NR + NH], &blk[kr * NR + NH..(kr + 1) * NR])
-                        };
+                        // The two halves of row k0 + kr.
+                        let lo = &blk[half_row(kc, kr, 0, split)..][..NH];
+                        let hi = &blk[half_row(kc, kr, 1, split)..][..NH];
                         for j in 0..NH {
                             let (x, y) = (lo[j], hi[j]);
                             acc[j] = if $fma { av.mul_add(x, acc[j]) } else { acc[j] + av * x };
