@@ -559,6 +559,9 @@ mod avx2 {
     /// prefetches ahead.
     const PF: usize = 32;
 
+    /// Bytes of C a group of panels covers (see `panels`): a quarter of L2.
+    const C_GROUP: usize = 128 << 10;
+
     /// Rows of the next tile when `rest` rows remain: 6, except that a tail
     /// of 7 to 9 rows is split in two near-equal tiles (a tile of 1-3 rows has
     /// too few accumulators to hide the FMA latency: 6 + 2 for 32 rows ran the
@@ -573,18 +576,19 @@ mod avx2 {
     }
 
     thread_local! {
-        /// A's rows of one k-block, repacked tile by tile: [tiles][kc][rows].
+        /// A repacked: per k-block (at m * k0), tile by tile: [k-blocks][tiles][kc][rows].
         static A_PACK: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
     }
 
     /// Panels [p0, p1) of C = A * packed B + beta * C (see `packed_panels`),
     /// B in the split layout (`Packed`).
     ///
-    /// Each k-block of A is first repacked tile by tile (for each tile of R
-    /// rows, its kc columns interleaved: [kc][R]), so the micro-kernel reads
-    /// A as one sequential stream instead of R rows a whole row apart. The
-    /// copy is m*kc values against m*kc*n multiply-adds; reading A in place
-    /// had cost 10-35 % at M, LM and L (A's rows 1-4 KiB apart).
+    /// A is first repacked, k-block by k-block and tile by tile (for each
+    /// tile of R rows, its kc columns interleaved: [kc][R]), so the
+    /// micro-kernel reads A as one sequential stream instead of R rows a
+    /// whole row apart. The copy is m*k values against m*k*n multiply-adds;
+    /// reading A in place had cost 10-35 % at M, LM and L (A's rows 1-4 KiB
+    /// apart). Then the panels run in groups (see the loop).
     ///
     /// # Safety
     /// As `packed_panels`; the CPU has AVX2 and FMA.
@@ -603,18 +607,17 @@ mod avx2 {
     ) {
         A_PACK.with(|buf| {
             let mut buf = buf.borrow_mut();
-            let kc_max = k.clamp(1, super::KC);
-            if buf.len() < m * kc_max {
-                buf.resize(m * kc_max, 0.0);
+            if buf.len() < m * k {
+                buf.resize(m * k, 0.0);
             }
-            for k0 in (0..k.max(1)).step_by(super::KC) {
+            // Repack all of A once: k-block k0 at m * k0, each tile of R rows
+            // inside it as [kc][R].
+            for k0 in (0..k).step_by(super::KC) {
                 let kc = (k - k0).min(super::KC);
-                let beta_k = if k0 == 0 { beta } else { 1.0 };
-                // Repack A[:, k0..k0+kc].
                 let mut r = 0;
                 while r < m {
                     let rows = tile_rows(m - r);
-                    let strip = &mut buf[r * kc..(r + rows) * kc];
+                    let strip = &mut buf[m * k0 + r * kc..m * k0 + (r + rows) * kc];
                     for i in 0..rows {
                         let src = &a[(r + i) * k + k0..(r + i) * k + k0 + kc];
                         for (kk, &v) in src.iter().enumerate() {
@@ -623,42 +626,55 @@ mod avx2 {
                     }
                     r += rows;
                 }
-                let ap = buf.as_ptr();
-                for p in p0..p1 {
-                    for h in 0..NR / NH {
-                        let c0 = p * NR + h * NH;
-                        if c0 >= n {
-                            break;
-                        }
-                        let cols = (n - c0).min(NH);
-                        // Half h of this panel's block: kc rows of NH, contiguous.
-                        let half = b.as_ptr().add((p * k + k0) * NR + h * kc * NH);
-                        let cblk = c.add(c0);
-                        let mut r = 0;
-                        while r < m {
-                            let rows = tile_rows(m - r);
-                            let (ar, cr) = (ap.add(r * kc), cblk.add(r * n));
-                            // The first tile fetches the half block ahead of use;
-                            // the later tiles find it in L1.
-                            let first = r == 0;
-                            macro_rules! tile {
-                                ($r:expr) => {
-                                    if first {
-                                        kernel::<$r, true>(kc, ar, half, cr, n, cols, beta_k)
-                                    } else {
-                                        kernel::<$r, false>(kc, ar, half, cr, n, cols, beta_k)
-                                    }
-                                };
+            }
+            let ap = buf.as_ptr();
+            // Panels in groups whose columns of C fit in L2 (C_GROUP); inside a
+            // group, block by block. A group's C then stays in L2 across the
+            // k-blocks instead of all of C passing through the caches once per
+            // k-block (1 MiB at configuration L), and each k-block of A is read
+            // once per group (all of A once per panel was slower where A is
+            // the large one, [64, 4096] in L's backward).
+            let group = (C_GROUP / (m * NR * 4)).max(1);
+            for g0 in (p0..p1).step_by(group) {
+                for k0 in (0..k.max(1)).step_by(super::KC) {
+                    let kc = (k - k0).min(super::KC);
+                    let beta_k = if k0 == 0 { beta } else { 1.0 };
+                    for p in g0..(g0 + group).min(p1) {
+                        for h in 0..NR / NH {
+                            let c0 = p * NR + h * NH;
+                            if c0 >= n {
+                                break;
                             }
-                            match rows {
-                                1 => tile!(1),
-                                2 => tile!(2),
-                                3 => tile!(3),
-                                4 => tile!(4),
-                                5 => tile!(5),
-                                _ => tile!(6),
+                            let cols = (n - c0).min(NH);
+                            let cblk = c.add(c0);
+                            // Half h of this panel's block: kc rows of NH, contiguous.
+                            let half = b.as_ptr().add((p * k + k0) * NR + h * kc * NH);
+                            let mut r = 0;
+                            while r < m {
+                                let rows = tile_rows(m - r);
+                                let (ar, cr) = (ap.add(m * k0 + r * kc), cblk.add(r * n));
+                                // The first tile fetches the half block ahead of use;
+                                // the later tiles find it in L1.
+                                let first = r == 0;
+                                macro_rules! tile {
+                                    ($r:expr) => {
+                                        if first {
+                                            kernel::<$r, true>(kc, ar, half, cr, n, cols, beta_k)
+                                        } else {
+                                            kernel::<$r, false>(kc, ar, half, cr, n, cols, beta_k)
+                                        }
+                                    };
+                                }
+                                match rows {
+                                    1 => tile!(1),
+                                    2 => tile!(2),
+                                    3 => tile!(3),
+                                    4 => tile!(4),
+                                    5 => tile!(5),
+                                    _ => tile!(6),
+                                }
+                                r += rows;
                             }
-                            r += rows;
                         }
                     }
                 }
@@ -1093,6 +1109,9 @@ mod tests {
                 (17, 33, 9),
                 (32, 128, 512),
                 (64, 300, 100),
+                // Two groups of panels (the AVX2 kernel's C_GROUP), several k-blocks.
+                (40, 300, 1000),
+                (11, 520, 3000),
                 (6, 257, 16),
                 (5, 300, 33),
                 (13, 40, 47),
