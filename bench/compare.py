@@ -3,13 +3,17 @@
 
 Usage:
   python3 bench/compare.py [--rounds 3] [--mode train,infer,stream] [--configs S,M,L,LM]
-                           [--cells rnn,lstm,gru] [--threads 1,2] [--seconds 2]
+                           [--cells rnn,lstm,gru] [--threads 1,2] [--seconds 2] [--pair config|mode]
                            [--recurrent PATH] [--python PATH_WITH_TORCH]
 
 What it does:
-  * Each round runs `recurrent bench --mode M ...` for every requested mode, then the PyTorch peer
+  * Each round runs, for every requested mode and configuration (`--pair config`, the default),
+    `recurrent bench --mode M --configs C ...` and then the PyTorch peer
     (shared/bench/pytorch_peer.py, same flags, same JSON fields) for the same measurements; odd
     rounds run the peer first, so that neither side always gets the warmer or the quieter slot.
+    Pairing per configuration keeps the two sides' runs of one measurement seconds apart: on a
+    shared VM whose speed drifts by 10-30 % over minutes, pairing per mode (`--pair mode`: all
+    configurations of one side, then all of the other) let that drift into the ratios.
     Both tools print one JSON line per measurement; those lines are collected per round.
   * Then it prints one Markdown table per mode, one row per (mode, config, cell, threads):
       - throughput modes (train, infer): recurrent tokens/s, PyTorch tokens/s and the ratio
@@ -72,8 +76,8 @@ def key(row):
     return (row["mode"], row["config"], row["cell"], int(row["threads"]))
 
 
-def side_cmds(side, args, mode):
-    flags = ["--mode", mode, "--configs", args.configs, "--cells", args.cells,
+def side_cmds(side, args, mode, configs):
+    flags = ["--mode", mode, "--configs", configs, "--cells", args.cells,
              "--threads", args.threads, "--seconds", str(args.seconds)]
     if side == "recurrent":
         return [args.recurrent, "bench"] + flags
@@ -110,6 +114,8 @@ def main():
     ap.add_argument("--recurrent", default=os.path.join(ROOT, "target", "release", "recurrent"))
     ap.add_argument("--python", default="python3")
     ap.add_argument("--peer", default=None, help="path to pytorch_peer.py (default: searched, see above)")
+    ap.add_argument("--pair", choices=["config", "mode"], default="config",
+                    help="run the two sides back to back per (mode, configuration) or per mode (see above)")
     args = ap.parse_args()
 
     modes = [m for m in args.mode.split(",") if m]
@@ -140,17 +146,22 @@ def main():
     for r in range(args.rounds):
         order = ["recurrent", "torch"] if r % 2 == 0 else ["torch", "recurrent"]
         print("round %d/%d (%s first)" % (r + 1, args.rounds, order[0]), file=sys.stderr, flush=True)
-        for side in order:
-            for mode in modes:
-                for row in run_json(side_cmds(side, args, mode)):
-                    if side == "torch":
-                        torch_lib = row.get("lib", torch_lib)
-                    else:
-                        recurrent_lib = row.get("lib", recurrent_lib)
-                    results.setdefault(key(row), {}).setdefault(r, {})[side] = row
+        # (mode, configs) units, each run by both sides back to back; stream has no configs.
+        if args.pair == "config":
+            units = [(m, c) for m in modes for c in ([args.configs] if m == "stream" else args.configs.split(","))]
+            runs = [(side, m, c) for (m, c) in units for side in order]
+        else:
+            runs = [(side, m, args.configs) for side in order for m in modes]
+        for side, mode, configs in runs:
+            for row in run_json(side_cmds(side, args, mode, configs)):
+                if side == "torch":
+                    torch_lib = row.get("lib", torch_lib)
+                else:
+                    recurrent_lib = row.get("lib", recurrent_lib)
+                results.setdefault(key(row), {}).setdefault(r, {})[side] = row
 
-    print("recurrent: %s (%s); peer: %s (%s); %d round(s), %gs per measurement\n"
-          % (recurrent_lib, args.recurrent, torch_lib, args.python, args.rounds, args.seconds))
+    print("recurrent: %s (%s); peer: %s (%s); %d round(s), %gs per measurement, sides paired per %s\n"
+          % (recurrent_lib, args.recurrent, torch_lib, args.python, args.rounds, args.seconds, args.pair))
     order_cfg = {c: i for i, c in enumerate(["S", "M", "L", "LM", "stream"])}
     order_cell = {c: i for i, c in enumerate(["rnn", "lstm", "gru"])}
     for mode in modes:
