@@ -323,7 +323,9 @@ impl<F: Float> Clone for Packed<F> {
 
 /// C[m, n] = A[m, k] * op(B) + beta * C, with A and C row-major and
 /// contiguous and op(B) packed. Splits the panels over the threads of the
-/// current rayon pool when the product is large enough.
+/// current rayon pool when the product is large enough. Made for the
+/// per-step products (m = rows of a batch): the AVX2 kernel keeps a
+/// repacked copy of A (m x k values) per thread for the next call.
 pub fn gemm_packed<F: Float>(m: usize, a: &[F], b: &Packed<F>, beta: F, c: &mut [F]) {
     gemm_packed_threads(m, a, b, beta, c, rayon::current_num_threads())
 }
@@ -719,8 +721,8 @@ mod avx2 {
                                     }
                                     _ => Lines::NONE,
                                 };
-                                // Three instantiations: a check for `next` in the
-                                // loop of the others cost 10-20 % (Elman L, 2 threads).
+                                // Three instantiations, so the kernels that fetch no
+                                // next block carry no check for it in their loop.
                                 macro_rules! tile {
                                     ($r:expr) => {
                                         if ahead {
@@ -793,14 +795,16 @@ mod avx2 {
                     count = 0;
                     next.left -= 1;
                     _mm_prefetch::<_MM_HINT_T0>(next.at as *const i8);
-                    next.at = next.at.add(NH);
+                    next.at = next.at.wrapping_add(NH);
                 }
             }
             if AHEAD {
                 // The weights are often in L3 or memory (a [H, G*H] matrix of
                 // megabytes, evicted by the step's other buffers): without
                 // this the loads below stalled the first tile of each block.
-                _mm_prefetch::<_MM_HINT_T0>(bp.add(PF * NH) as *const i8);
+                // (A prefetch never faults: past the last rows of the
+                // matrix it fetches nothing useful, hence wrapping_add.)
+                _mm_prefetch::<_MM_HINT_T0>(bp.wrapping_add(PF * NH) as *const i8);
             }
             let b0 = _mm256_loadu_ps(bp);
             let b1 = _mm256_loadu_ps(bp.add(8));
