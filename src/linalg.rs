@@ -816,6 +816,13 @@ mod avx2 {
             }
             ap = ap.add(R);
         }
+        // A short block (the last k-block, k < lines) leaves part of its share:
+        // fetch it now, since the next block's first tile counts on it.
+        while NEXT && next.left > 0 {
+            next.left -= 1;
+            _mm_prefetch::<_MM_HINT_T0>(next.at as *const i8);
+            next.at = next.at.wrapping_add(NH);
+        }
         for (r, acc_r) in acc.iter().enumerate() {
             store(acc_r[0], acc_r[1], c.add(r * ldc), cols, beta);
         }
