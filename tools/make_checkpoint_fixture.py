@@ -41,7 +41,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-OUT_DIR = os.path.join(ROOT, "tests", "fixtures", "torch_ckpt")
+OUT_DIR = os.path.join(ROOT, "crates", "recurrent", "tests", "fixtures", "torch_ckpt")
 
 torch.set_num_threads(1)
 torch.backends.mkldnn.enabled = False

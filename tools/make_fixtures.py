@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-OUT_DIR = os.path.join(ROOT, "tests", "fixtures")
+OUT_DIR = os.path.join(ROOT, "crates", "recurrent", "tests", "fixtures")
 
 torch.set_num_threads(1)
 torch.backends.mkldnn.enabled = False

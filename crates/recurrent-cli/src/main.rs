@@ -1,0 +1,559 @@
+//! The `recurrent` command: a thin layer over the library. `main` parses,
+//! validates into a config, calls the library and maps errors to exit codes:
+//! 2 for anything the user can fix (bad input, bad option), 1 otherwise.
+//! With no arguments it runs `train` on its built-in default.
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use recurrent_cli::train::{self, usage, MetricsLine, Reporter, TrainConfig};
+use recurrent::checkpoint;
+use recurrent_cli::bench;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+mod cli_train;
+
+/// mimalloc keeps the pages of freed blocks for reuse; with glibc's malloc the
+/// per-call buffers of a training step (tens of megabytes at LM and L) went
+/// back to the kernel and were faulted in and zeroed again on the next call.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// The same policy for mimalloc: by default it hands the pages of freed
+/// blocks back to the kernel (decommit) a second after the free, and a
+/// training step at L takes about two, so each step faulted its 50-100 MB of
+/// caches in and zeroed them again (`perf stat`, LSTM training at LM, 1
+/// thread: 5253 page faults and 366 ms of system time in 6.3 s; with purging
+/// off, 283 and 59 ms). Peak memory is unchanged; the process keeps its peak
+/// until it exits, as with the glibc settings above.
+#[cfg(feature = "mimalloc")]
+fn keep_freed_pages() {
+    // `mi_option_purge_delay` of the mimalloc.h that libmimalloc-sys 0.1.49
+    // vendors (v2 and v3 alike; Cargo.toml pins that version); the crate
+    // exports no constant for it. With it set, `MIMALLOC_SHOW_STATS=1`
+    // reports 0 purges after a training run.
+    const MI_OPTION_PURGE_DELAY: libc::c_int = 15;
+    unsafe extern "C" {
+        fn mi_option_set(option: libc::c_int, value: libc::c_long);
+    }
+    // SAFETY: mimalloc's documented C API, linked in by the mimalloc crate;
+    // options may be set at any time, and -1 means "never purge".
+    unsafe { mi_option_set(MI_OPTION_PURGE_DELAY, -1) }
+}
+
+#[derive(Parser, Debug)]
+#[command(name = "recurrent", version, about = "Train Elman RNN, LSTM and GRU networks, exact to PyTorch")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Train a model (the default command: with no options, an LSTM forecasting a generated Mackey-Glass series).
+    Train(cli_train::TrainArgs),
+    /// Loss and metric of a checkpoint on a data file.
+    Eval(EvalArgs),
+    /// Predictions of a checkpoint for a data file, as CSV (forecasts over the horizon in data units, or classes).
+    Predict(PredictArgs),
+    /// Text from a character-level language model.
+    Generate(GenerateArgs),
+    /// Loss curves from a metrics.jsonl file.
+    Plot(PlotArgs),
+    /// The classic long-range experiments: adding, copy, smnist, charlm, sunspots (results table + JSON).
+    Reproduce(ReproduceArgs),
+    /// Vanishing and exploding gradients: ||dL/dh_t|| per step and layer, spectral radius and
+    /// largest singular value of the recurrent weights, gate saturation; a table and a plot.
+    Diagnose(DiagnoseArgs),
+    /// Time the shared benchmark configurations; one JSON line per measurement,
+    /// with the fields of ../shared/bench/pytorch_peer.py.
+    Bench(BenchArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct EvalArgs {
+    /// Checkpoint (model.safetensors) written by `train` or from PyTorch as the README shows.
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// Data file to evaluate on (same format as in training).
+    #[arg(long)]
+    data: PathBuf,
+    /// Batch size.
+    #[arg(long, default_value_t = 64)]
+    batch: usize,
+}
+
+#[derive(clap::Args, Debug)]
+struct PredictArgs {
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// Input data file (CSV with the model's columns, .ts, or token CSV/TSV).
+    #[arg(long)]
+    data: PathBuf,
+    /// Output CSV [default: standard output]
+    #[arg(long)]
+    output: Option<PathBuf>,
+    #[arg(long, default_value_t = 64)]
+    batch: usize,
+}
+
+#[derive(clap::Args, Debug)]
+struct GenerateArgs {
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// Text to start from.
+    #[arg(long, default_value = "")]
+    prompt: String,
+    /// Characters to generate.
+    #[arg(long, default_value_t = 200)]
+    length: usize,
+    /// Sampling temperature (> 0).
+    #[arg(long, default_value_t = 1.0)]
+    temperature: f64,
+    /// Sample among the k most likely characters (0: all).
+    #[arg(long, default_value_t = 0)]
+    top_k: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+#[derive(clap::Args, Debug)]
+struct PlotArgs {
+    /// metrics.jsonl written by `train`.
+    #[arg(long)]
+    metrics: PathBuf,
+    /// Output image (.svg or .png).
+    #[arg(long)]
+    output: PathBuf,
+}
+
+#[derive(clap::Args, Debug)]
+struct ReproduceArgs {
+    /// adding | copy | smnist | charlm | sunspots
+    name: String,
+    /// Small settings (a smoke test: the loss falls) instead of the full ones.
+    #[arg(long)]
+    quick: bool,
+    /// Output folder (one subfolder per run, results.md and results.json).
+    #[arg(long, default_value = "runs/reproduce")]
+    out: PathBuf,
+    /// The shared data folder (MNIST, tiny-shakespeare, sunspots).
+    #[arg(long, default_value = "../shared/data")]
+    data: PathBuf,
+    /// Only the variants whose name contains one of these (comma-separated), e.g. "T=50,T=100".
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+}
+
+#[derive(clap::Args, Debug)]
+struct DiagnoseArgs {
+    /// Checkpoint(s) to diagnose (repeat to compare models in one plot); without one, fresh models
+    /// are built from the training options below (one per --cells entry).
+    #[arg(long)]
+    checkpoint: Vec<PathBuf>,
+    /// Fresh models to compare (comma-separated cells) when no checkpoint is given [default: the --cell option]
+    #[arg(long, value_delimiter = ',')]
+    cells: Vec<String>,
+    /// Plot of ||dL/dh_t|| against t, log scale (.svg or .png).
+    #[arg(long, default_value = "diagnose.svg")]
+    output: PathBuf,
+    /// JSON report (optional).
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// The data and model options, as for `train` (the first validation batch is used).
+    #[command(flatten)]
+    train: cli_train::TrainArgs,
+}
+
+#[derive(clap::Args, Debug)]
+struct BenchArgs {
+    /// train (forward + backward + Adam step), infer (forward only), stream (one cell step, batch 1),
+    /// or online (one training step of each gradient estimator against the hidden size).
+    #[arg(long, value_parser = ["train", "infer", "stream", "online"])]
+    mode: String,
+    /// online mode: comma-separated estimators among bptt, rtrl, uoro, snap1, snap2.
+    #[arg(long, default_value = "bptt,rtrl,uoro,snap1,snap2")]
+    estimators: String,
+    /// online mode: comma-separated hidden sizes.
+    #[arg(long, default_value = "16,32,64,128")]
+    hidden: String,
+    /// Comma-separated configurations among S, M, L, LM.
+    #[arg(long, default_value = "S,M,L,LM")]
+    configs: String,
+    /// Comma-separated cells among rnn, lstm, gru.
+    #[arg(long, default_value = "rnn,lstm,gru")]
+    cells: String,
+    /// Comma-separated thread counts.
+    #[arg(long, default_value = "1,2")]
+    threads: String,
+    /// Seconds of timing per measurement (at least 10 repetitions).
+    #[arg(long, default_value_t = 3.0)]
+    seconds: f64,
+}
+
+/// An error that is the user's to fix: exit status 2.
+#[derive(Debug)]
+struct UserError(String);
+impl std::fmt::Display for UserError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for UserError {}
+
+fn parse_list<T>(what: &str, s: &str, f: impl Fn(&str) -> recurrent::Result<T>) -> Result<Vec<T>> {
+    s.split(',').map(|v| f(v.trim()).map_err(|e| UserError(format!("--{what}: {e}")).into())).collect()
+}
+
+fn run_bench(a: &BenchArgs) -> Result<()> {
+    let cells = parse_list("cells", &a.cells, bench::cell)?;
+    let configs = parse_list("configs", &a.configs, bench::config)?;
+    let threads = parse_list("threads", &a.threads, |v| match v.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(recurrent::Error::Config {
+            what: "threads".into(),
+            value: v.into(),
+            reason: "must be a whole number >= 1".into(),
+        }),
+    })?;
+    if !(a.seconds > 0.0 && a.seconds.is_finite()) {
+        return Err(UserError(format!("--seconds: {} must be a positive number", a.seconds)).into());
+    }
+    if a.mode == "online" {
+        let ests = parse_list("estimators", &a.estimators, recurrent::grad::Estimator::parse)?;
+        let hs = parse_list("hidden", &a.hidden, |v| match v.parse::<usize>() {
+            Ok(n) if n >= 1 => Ok(n),
+            _ => Err(recurrent::Error::Config {
+                what: "hidden".into(),
+                value: v.into(),
+                reason: "must be a whole number >= 1".into(),
+            }),
+        })?;
+        for &t in &threads {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(t).build()?;
+            for &c in &cells {
+                for &h in &hs {
+                    for &e in &ests {
+                        let mut line = serde_json::to_value(pool.install(|| bench::bench_online(c, e, h, a.seconds))?)?;
+                        line["threads"] = t.into();
+                        println!("{line}");
+                    }
+                }
+            }
+        }
+        return Ok(());
+    }
+    for &t in &threads {
+        for &c in &cells {
+            if a.mode == "stream" {
+                println!("{}", serde_json::to_string(&bench::bench_stream(c, t)?)?);
+                continue;
+            }
+            for cfg in &configs {
+                println!("{}", serde_json::to_string(&bench::bench_model(c, cfg, a.mode == "train", t, a.seconds)?)?);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Progress: a bar on a terminal, plain lines otherwise.
+struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    last_loss: f64,
+}
+
+impl Reporter for Progress {
+    fn epoch_start(&mut self, epoch: usize, epochs: usize, batches: u64) {
+        if std::io::stderr().is_terminal() {
+            let bar = indicatif::ProgressBar::new(batches);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {msg} eta {eta}")
+                    .expect("static template")
+                    .progress_chars("=> "),
+            );
+            bar.set_prefix(format!("{epoch}/{epochs}"));
+            self.bar = Some(bar);
+        }
+    }
+    fn step(&mut self, loss: f64, tokens_per_s: f64) {
+        if loss.is_finite() {
+            self.last_loss = loss;
+        }
+        if let Some(b) = &self.bar {
+            b.inc(1);
+            b.set_message(format!("loss {:.4} {:.0} tok/s", self.last_loss, tokens_per_s));
+        }
+    }
+    fn line(&mut self, m: &MetricsLine) {
+        if let Some(b) = self.bar.take() {
+            b.finish_and_clear();
+        }
+        println!(
+            "epoch {:>3} step {:>6}  train {:.5}  val {:.5}  {} {:.5}  lr {:.2e}  |g| {:.3} (max {:.3}, clipped {:.0}%)  {:.0} tok/s",
+            m.epoch, m.step, m.train_loss, m.val_loss, m.metric, m.val_metric, m.lr, m.grad_norm, m.grad_norm_max, 100.0 * m.clip_fraction, m.tokens_per_s
+        );
+        if !m.warnings.is_empty() {
+            println!("          {} warning(s) in this interval, first: {}", m.warnings.len(), m.warnings[0]);
+        }
+    }
+    fn info(&mut self, msg: &str) {
+        println!("{msg}");
+    }
+    fn warn(&mut self, msg: &str) {
+        if let Some(b) = &self.bar {
+            b.println(format!("warning: {msg}"));
+        } else {
+            eprintln!("warning: {msg}");
+        }
+    }
+}
+
+/// Set on ranks other than 0 of a distributed run: they print nothing, not
+/// even errors (every failure is agreed on, and rank 0 reports it).
+static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn run_train(a: &cli_train::TrainArgs) -> Result<()> {
+    // One rank of an `mpirun` job (feature `mpi`), or the only process.
+    let comm = recurrent::distributed::from_environment()?;
+    let lead = comm.rank() == 0;
+    let mut cfg = match (&a.resume, &a.config) {
+        (Some(dir), _) => {
+            let p = dir.join("config.toml");
+            let text =
+                std::fs::read_to_string(&p).map_err(|e| UserError(format!("{}: cannot resume: {e}", p.display())))?;
+            TrainConfig::from_toml(&text, &p.display().to_string())?
+        }
+        (None, Some(p)) => {
+            let text =
+                std::fs::read_to_string(p).map_err(|e| UserError(format!("{}: cannot read: {e}", p.display())))?;
+            TrainConfig::from_toml(&text, &p.display().to_string())?
+        }
+        (None, None) => TrainConfig::default(),
+    };
+    a.apply(&mut cfg);
+    if let Some(dir) = &a.resume {
+        cfg.out = Some(dir.clone());
+    }
+    cfg.validate()?;
+    let out = cfg.out_dir();
+    if !lead {
+        train::train_with(&cfg, a.resume.is_some(), &mut train::Silent, comm.as_ref())?;
+        return Ok(());
+    }
+    let procs = if comm.size() > 1 { format!("; {} processes", comm.size()) } else { String::new() };
+    println!(
+        "task {}: {} hidden {} x {} layer(s){}; seed {}{procs}; output folder {}",
+        cfg.task,
+        cfg.model.cell,
+        cfg.model.hidden,
+        cfg.model.layers,
+        if cfg.model.bidirectional { ", bidirectional" } else { "" },
+        cfg.seed,
+        out.display()
+    );
+    let mut rep = Progress { bar: None, last_loss: f64::NAN };
+    let s = train::train_with(&cfg, a.resume.is_some(), &mut rep, comm.as_ref())?;
+    let base = s.baseline.as_ref().map_or(String::new(), |(what, v)| format!("  ({what}: {v:.5})"));
+    println!("best model: validation {} {:.5}{base}", s.metric, s.best_val.metric);
+    if s.metric == "bpc" {
+        println!("            validation loss {:.4} nats/char = {:.4} bits/char", s.best_val.loss, s.best_val.metric);
+    }
+    if let Some(t) = s.test {
+        let tb = s.test_baseline.as_ref().map_or(String::new(), |(what, v)| format!("  ({what}: {v:.5})"));
+        println!("            test {} {:.5}{tb}", s.metric, t.metric);
+    }
+    println!("checkpoint: {}", s.out_dir.join("model.safetensors").display());
+    println!("metrics:    {}", s.out_dir.join("metrics.jsonl").display());
+    for p in &s.plots {
+        println!("plot:       {}", p.display());
+    }
+    Ok(())
+}
+
+fn run_diagnose(a: &DiagnoseArgs) -> Result<()> {
+    use recurrent::diagnose::{diagnose, table};
+    use recurrent_cli::plot::{line_chart, Series};
+    let mut cfg = match &a.train.config {
+        Some(p) => {
+            let text =
+                std::fs::read_to_string(p).map_err(|e| UserError(format!("{}: cannot read: {e}", p.display())))?;
+            TrainConfig::from_toml(&text, &p.display().to_string())?
+        }
+        None => TrainConfig::default(),
+    };
+    a.train.apply(&mut cfg);
+    cfg.validate()?;
+    let prep = train::task::prepare(&cfg)?;
+    let val = match &prep.data {
+        train::task::TaskData::Examples { val, .. } => val.clone(),
+        train::task::TaskData::Stream { val, .. } => {
+            return Err(UserError(format!(
+                "diagnose reads examples; task {} is a stream ({} tokens)",
+                cfg.task,
+                val.len()
+            ))
+            .into())
+        }
+    };
+    let n = cfg.train.batch.min(val.len());
+    let bb = train::make_batch(&val, &(0..n).collect::<Vec<_>>());
+    let mut models: Vec<(String, recurrent::Model<f32>)> = Vec::new();
+    for p in &a.checkpoint {
+        let (m, _) = checkpoint::load::<f32>(p)?;
+        models.push((p.display().to_string(), m));
+    }
+    if models.is_empty() {
+        let cells = if a.cells.is_empty() { vec![cfg.model.cell.clone()] } else { a.cells.clone() };
+        for c in cells {
+            let mut cc = cfg.clone();
+            cc.model.cell = c.clone();
+            cc.validate()?;
+            let mcfg = train::model_config(&cc, &prep)?;
+            let init = recurrent::InitConfig {
+                orthogonal_recurrent: cc.model.orthogonal,
+                xavier_input: cc.model.xavier,
+                forget_bias: cc.model.forget_bias,
+            };
+            use rand::SeedableRng;
+            let m = recurrent::Model::<f32>::new(mcfg, &init, &mut rand_chacha::ChaCha8Rng::seed_from_u64(cc.seed))?;
+            models.push((format!("{c} (fresh)"), m));
+        }
+    }
+    let mut series = Vec::new();
+    let mut reports = Vec::new();
+    for (name, m) in &models {
+        let d = diagnose(m, &bb.batch(), bb.targets())?;
+        println!("== {name}");
+        print!("{}", table(&d));
+        for l in &d.layers {
+            let label = if d.layers.len() > 1 {
+                format!("{name} layer {}{}", l.layer, if l.direction == 1 { " reverse" } else { "" })
+            } else {
+                name.clone()
+            };
+            series.push(Series {
+                name: label,
+                points: l.grad_norms.iter().enumerate().map(|(t, v)| (t as f64, *v)).collect(),
+            });
+        }
+        reports.push(serde_json::json!({"model": name, "diagnosis": d}));
+    }
+    line_chart(
+        &a.output,
+        "Gradient reaching the hidden state at step t",
+        "time step t",
+        "mean ||dL/dh_t||",
+        &series,
+        true,
+    )?;
+    println!("plot: {}", a.output.display());
+    if let Some(j) = &a.json {
+        checkpoint::write_atomic(j, serde_json::to_string_pretty(&reports)?.as_bytes())?;
+        println!("json: {}", j.display());
+    }
+    Ok(())
+}
+
+fn run() -> Result<()> {
+    // Ranks other than 0 of an MPI job stay quiet from the start (bad options included).
+    let quiet = recurrent::distributed::launcher_rank().is_some_and(|r| r > 0);
+    QUIET.store(quiet, std::sync::atomic::Ordering::Relaxed);
+    let cli = Cli::try_parse().unwrap_or_else(|e| {
+        if quiet && e.use_stderr() {
+            std::process::exit(e.exit_code());
+        }
+        e.exit()
+    });
+    let command = cli.command.unwrap_or(Command::Train(cli_train::TrainArgs::default()));
+    if quiet && !matches!(command, Command::Train(_)) {
+        // Only training is distributed: under mpirun, rank 0 alone runs the other commands.
+        return Ok(());
+    }
+    match command {
+        Command::Train(a) => run_train(&a),
+        Command::Eval(a) => {
+            let l = usage::load(&a.checkpoint)?;
+            let (ev, metric) = usage::eval(&l, &a.data, a.batch)?;
+            println!("{}", serde_json::json!({"loss": ev.loss, "metric": metric, "value": ev.metric}));
+            Ok(())
+        }
+        Command::Predict(a) => {
+            let l = usage::load(&a.checkpoint)?;
+            let csv = usage::predict(&l, &a.data, a.batch)?;
+            match &a.output {
+                Some(p) => checkpoint::write_atomic(p, csv.as_bytes()).context("writing predictions")?,
+                None => print!("{csv}"),
+            }
+            Ok(())
+        }
+        Command::Generate(a) => {
+            let l = usage::load(&a.checkpoint)?;
+            println!("{}", usage::generate(&l, &a.prompt, a.length, a.temperature, a.top_k, a.seed)?);
+            Ok(())
+        }
+        Command::Plot(a) => Ok(recurrent_cli::plot::plot_metrics(&a.metrics, &a.output)?),
+        Command::Diagnose(a) => run_diagnose(&a),
+        Command::Reproduce(a) => {
+            use recurrent_cli::reproduce;
+            let dir = reproduce::out_dir(&a.out, &a.name);
+            println!("{} ({} settings) -> {}", a.name, if a.quick { "quick" } else { "full" }, dir.display());
+            let results = reproduce::run(&a.name, a.quick, &a.only, &dir, &a.data, |r| {
+                println!(
+                    "{:<22} {} {:.4} (first val loss {:.4} -> best {:.4}) {:.1} s{}",
+                    r.variant,
+                    r.metric,
+                    r.val,
+                    r.first_val_loss,
+                    r.best_val_loss,
+                    r.wall_s,
+                    r.success.map_or("", |s| if s { "  success" } else { "  no success" })
+                )
+            })?;
+            let md = reproduce::markdown(&results);
+            checkpoint::write_atomic(&dir.join("results.md"), md.as_bytes())?;
+            checkpoint::write_atomic(&dir.join("results.json"), serde_json::to_string_pretty(&results)?.as_bytes())?;
+            print!("{md}");
+            Ok(())
+        }
+        Command::Bench(a) => run_bench(&a),
+    }
+}
+
+fn main() -> ExitCode {
+    // Output piped into a program that stops reading (`| head`) ends the
+    // process quietly, as for other command-line tools, instead of a panic.
+    #[cfg(unix)]
+    // SAFETY: restoring the default action of one signal before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+    // A training step frees and re-allocates the same large buffers (caches of
+    // [T, B, G*H]) every step. glibc would hand the big ones back to the
+    // kernel each time (mmap / heap trimming) and page-fault them in again:
+    // 11 % of a step at configuration S. Keeping freed memory in the heap
+    // makes the next step reuse it; peak memory is unchanged.
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes glibc's allocation policy; called before any other thread starts.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_MAX, 0);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
+    }
+    #[cfg(feature = "mimalloc")]
+    keep_freed_pages();
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line: the library's messages already name the file, line or key.
+            let msg = format!("{e:#}").replace('\n', " ");
+            if !QUIET.load(std::sync::atomic::Ordering::Relaxed) {
+                eprintln!("error: {msg}");
+            }
+            let user = e.downcast_ref::<UserError>().is_some()
+                || e.downcast_ref::<recurrent::Error>().is_some_and(recurrent::Error::is_user_error);
+            ExitCode::from(if user { 2 } else { 1 })
+        }
+    }
+}

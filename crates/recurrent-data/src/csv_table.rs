@@ -1,0 +1,448 @@
+//! Numeric CSV files: tables of series for forecasting ([`read_table`]) and
+//! one-sequence-per-row classification files ([`read_labeled_rows`]).
+//!
+//! Both share the same reading rules: the `csv` crate does the quoting
+//! (`"1949-01",112`), fields are trimmed, blank lines are skipped, a UTF-8
+//! BOM is ignored, gzip input is decompressed, and every row must have as
+//! many fields as the first one. Columns are named either by header name or
+//! by 0-based index given as a string ("0", "3"; "-1" is the last column).
+
+use super::{parse_finite, read_bytes, read_err};
+use recurrent::error::{data_err, Error, Result};
+use std::cmp::Ordering;
+use std::path::{Path, PathBuf};
+
+/// How to read a numeric CSV table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CsvOptions {
+    /// Whether the first row holds column names. `None` detects it: the
+    /// first row is a header when one of its non-empty fields, other than
+    /// the date column's, is not a number (or when the date column is given
+    /// by a name that appears in the first row).
+    pub header: Option<bool>,
+    /// Field separator, usually `b','`.
+    pub delimiter: u8,
+    /// The column holding time stamps, by name or 0-based index as a string.
+    /// It is kept as text in [`Table::dates`] instead of parsed as numbers.
+    pub date_column: Option<String>,
+}
+
+impl Default for CsvOptions {
+    /// Comma-separated, header auto-detected, no date column.
+    fn default() -> Self {
+        CsvOptions { header: None, delimiter: b',', date_column: None }
+    }
+}
+
+/// A numeric table read from a CSV file, column-major.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Table {
+    /// The file the table came from, so that later lookups
+    /// ([`Table::column`]) can name it in their errors.
+    pub path: PathBuf,
+    /// Names of the numeric columns (the date column excluded), from the
+    /// header, or "col0", "col1", ... (numbered by position in the file)
+    /// when there is none.
+    pub names: Vec<String>,
+    /// The numeric columns, `columns[c][row]`, all finite and of equal length.
+    pub columns: Vec<Vec<f64>>,
+    /// Raw text of the date column, one entry per row, when one was named.
+    pub dates: Option<Vec<String>>,
+}
+
+impl Table {
+    /// Number of data rows.
+    pub fn rows(&self) -> usize {
+        self.columns.first().map_or(0, Vec::len)
+    }
+
+    /// Position in [`Table::columns`] of a column given by name or by
+    /// 0-based index (into the numeric columns) as a string. A name wins
+    /// over an index, so a column literally named "2" is found by its name.
+    pub fn column_index(&self, name_or_index: &str) -> Result<usize> {
+        find_column(&self.names, name_or_index)
+            .ok_or_else(|| data_err(&self.path, None, missing_column(name_or_index, &self.names)))
+    }
+
+    /// The values of one column, by name or 0-based index as a string.
+    pub fn column(&self, name_or_index: &str) -> Result<&[f64]> {
+        let c = self.column_index(name_or_index)?;
+        Ok(&self.columns[c])
+    }
+}
+
+/// Sequences for classification, one per CSV row, with their labels.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LabeledRows {
+    /// Each row is one univariate sequence; all have the same length (the
+    /// number of non-label columns).
+    pub rows: Vec<Vec<f64>>,
+    /// The label of each row, as written in the file (trimmed).
+    pub labels: Vec<String>,
+}
+
+/// Reads a numeric table (for forecasting) from a CSV file, possibly gzip.
+///
+/// Every column but the date column must hold finite numbers in every row;
+/// an empty field, a non-number, NaN or an infinity is an error naming the
+/// line and the column. When the date column's values look like dates
+/// (`YYYY`, `YYYY-MM`, `YYYY-MM-DD`, `YYYY-MM-DD HH:MM[:SS]`, a `T` also
+/// accepted before the time) they must not decrease from one row to the
+/// next: an out-of-order row usually means a shuffled or concatenated file,
+/// which would silently ruin a forecasting split. Values that do not look
+/// like dates (e.g. "1-01") are kept but not checked.
+pub fn read_table(path: &Path, opts: &CsvOptions) -> Result<Table> {
+    let records = read_records(path, opts.delimiter)?;
+    let layout = resolve_layout(path, &records[0].1, opts.header, opts.date_column.as_deref())?;
+    let data = data_rows(path, &records, layout.has_header)?;
+
+    let numeric: Vec<usize> = (0..layout.names.len()).filter(|&c| Some(c) != layout.special).collect();
+    if numeric.is_empty() {
+        return Err(data_err(path, None, "no numeric columns (the only column is the date column)"));
+    }
+    let mut columns = vec![Vec::with_capacity(data.len()); numeric.len()];
+    let mut dates = layout.special.map(|_| Vec::with_capacity(data.len()));
+    // Last date that parsed, with its text for the message.
+    let mut previous: Option<(DateKey, &str)> = None;
+    for (line, fields) in data {
+        for (out, &c) in columns.iter_mut().zip(&numeric) {
+            let what = format!("column \"{}\"", layout.names[c]);
+            out.push(parse_finite(path, *line, &what, &fields[c])?);
+        }
+        if let (Some(d), Some(dates)) = (layout.special, dates.as_mut()) {
+            let text = fields[d].as_str();
+            if text.is_empty() {
+                return Err(data_err(path, Some(*line), format!("column \"{}\": empty date", layout.names[d])));
+            }
+            if let Some(key) = parse_date(text) {
+                if let Some((prev_key, prev_text)) = previous {
+                    if key.cmp(&prev_key) == Ordering::Less {
+                        return Err(data_err(
+                            path,
+                            Some(*line),
+                            format!("date \"{text}\" is earlier than the previous row (\"{prev_text}\")"),
+                        ));
+                    }
+                }
+                previous = Some((key, text));
+            }
+            dates.push(text.to_string());
+        }
+    }
+    let names = numeric.iter().map(|&c| layout.names[c].clone()).collect();
+    Ok(Table { path: path.to_path_buf(), names, columns, dates })
+}
+
+/// Reads a classification CSV: each row is one univariate sequence (every
+/// column but the label column, in file order) followed or preceded by its
+/// label. The layout of UCR's CSV exports and of the digits data set.
+///
+/// `header: None` detects a header as [`CsvOptions::header`] does, with the
+/// label column in the date column's role. `label_column` is a name or a
+/// 0-based index as a string ("-1" for the last column).
+pub fn read_labeled_rows(path: &Path, header: Option<bool>, delimiter: u8, label_column: &str) -> Result<LabeledRows> {
+    let records = read_records(path, delimiter)?;
+    let layout = resolve_layout(path, &records[0].1, header, Some(label_column))?;
+    let data = data_rows(path, &records, layout.has_header)?;
+    // resolve_layout always resolves a given column or fails.
+    let label = layout.special.ok_or_else(|| data_err(path, None, missing_column(label_column, &layout.names)))?;
+    if layout.names.len() < 2 {
+        return Err(data_err(path, None, "no value columns (the only column is the label column)"));
+    }
+    let mut rows = Vec::with_capacity(data.len());
+    let mut labels = Vec::with_capacity(data.len());
+    for (line, fields) in data {
+        let mut row = Vec::with_capacity(fields.len() - 1);
+        for (c, field) in fields.iter().enumerate() {
+            if c != label {
+                let what = format!("column \"{}\"", layout.names[c]);
+                row.push(parse_finite(path, *line, &what, field)?);
+            }
+        }
+        let text = fields[label].as_str();
+        if text.is_empty() {
+            return Err(data_err(path, Some(*line), format!("column \"{}\": empty label", layout.names[label])));
+        }
+        rows.push(row);
+        labels.push(text.to_string());
+    }
+    Ok(LabeledRows { rows, labels })
+}
+
+/// One CSV record: its 1-based line and its trimmed fields.
+pub(crate) type Record = (usize, Vec<String>);
+
+/// Reads every record of a CSV file. Guarantees at least one record and that
+/// all records have as many fields as the first. The `csv` crate runs in
+/// flexible mode only so that a ragged row reaches us and can be reported
+/// as "expected N fields, found M" at its line, rather than as the crate's
+/// own wording.
+pub(crate) fn read_records(path: &Path, delimiter: u8) -> Result<Vec<Record>> {
+    // The whole file is read first (these tables are small) so that line
+    // numbers can be counted from the bytes: csv 1.4's Position::line() is
+    // one short for every record that follows a CRLF line end.
+    let bytes = read_bytes(path)?;
+    let mut lines = LineCounter::new(&bytes);
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .delimiter(delimiter)
+        .flexible(true)
+        .trim(csv::Trim::All)
+        .from_reader(bytes.as_slice());
+    let mut records: Vec<Record> = Vec::new();
+    let mut record = csv::StringRecord::new();
+    loop {
+        match reader.read_record(&mut record) {
+            Ok(false) => break,
+            Ok(true) => {}
+            Err(e) => {
+                let line = e.position().map(|p| lines.line_at(p.byte() as usize));
+                return Err(csv_error(path, line, e));
+            }
+        }
+        let line = record.position().map_or(records.len() + 1, |p| lines.line_at(p.byte() as usize));
+        let fields: Vec<String> = record.iter().map(str::to_string).collect();
+        if let Some((_, first)) = records.first() {
+            if fields.len() != first.len() {
+                return Err(data_err(
+                    path,
+                    Some(line),
+                    format!("expected {} fields, found {}", first.len(), fields.len()),
+                ));
+            }
+        }
+        records.push((line, fields));
+    }
+    if records.is_empty() {
+        return Err(data_err(path, None, "file is empty"));
+    }
+    Ok(records)
+}
+
+/// Maps byte offsets of records to 1-based line numbers, counting `\n`,
+/// `\r\n` and a lone `\r` as one line end each. Offsets are asked for in
+/// increasing order, so the count resumes where the last one stopped.
+struct LineCounter<'a> {
+    bytes: &'a [u8],
+    /// Bytes before `pos` have been counted.
+    pos: usize,
+    /// Line number at `pos`.
+    line: usize,
+}
+
+impl<'a> LineCounter<'a> {
+    fn new(bytes: &'a [u8]) -> Self {
+        LineCounter { bytes, pos: 0, line: 1 }
+    }
+
+    /// The line of the record the csv crate places at `offset`. Its offset
+    /// may point at the line end before the record (the `\n` of `\r\n`, or
+    /// blank lines it skipped), so line-end bytes are stepped over first.
+    fn line_at(&mut self, offset: usize) -> usize {
+        let mut start = offset.min(self.bytes.len());
+        while start < self.bytes.len() && matches!(self.bytes[start], b'\r' | b'\n') {
+            start += 1;
+        }
+        if start < self.pos {
+            // Never expected (offsets only grow), but recount rather than
+            // report a wrong line.
+            self.pos = 0;
+            self.line = 1;
+        }
+        for i in self.pos..start {
+            let ends_line = match self.bytes[i] {
+                b'\n' => true,
+                b'\r' => self.bytes.get(i + 1) != Some(&b'\n'),
+                _ => false,
+            };
+            self.line += usize::from(ends_line);
+        }
+        self.pos = start;
+        self.line
+    }
+}
+
+/// Converts the `csv` crate's errors into data errors at `line`.
+fn csv_error(path: &Path, line: Option<usize>, e: csv::Error) -> Error {
+    match e.into_kind() {
+        csv::ErrorKind::Io(io) => read_err(path, &io),
+        csv::ErrorKind::Utf8 { err, .. } => data_err(
+            path,
+            line,
+            format!("field {} is not valid UTF-8 (bad byte after {} valid bytes)", err.field() + 1, err.valid_up_to()),
+        ),
+        other => data_err(path, line, format!("{other:?}")),
+    }
+}
+
+/// The rows after the header, refusing a file that has none.
+pub(crate) fn data_rows<'a>(path: &Path, records: &'a [Record], has_header: bool) -> Result<&'a [Record]> {
+    let data = &records[usize::from(has_header)..];
+    if data.is_empty() {
+        return Err(data_err(path, None, "no data rows after the header"));
+    }
+    Ok(data)
+}
+
+/// Column names and the position of the one special (date or label) column.
+pub(crate) struct Layout {
+    /// Whether the first record is a header.
+    pub has_header: bool,
+    /// A name for every column of the file.
+    pub names: Vec<String>,
+    /// The special column's position, when one was asked for.
+    pub special: Option<usize>,
+}
+
+/// Decides whether `first` is a header, names the columns and finds the
+/// special column (`spec`: name or index). See [`CsvOptions::header`] for
+/// the detection rule; a header that repeats a name is refused because
+/// lookups by that name would be ambiguous.
+pub(crate) fn resolve_layout(
+    path: &Path,
+    first: &[String],
+    header: Option<bool>,
+    spec: Option<&str>,
+) -> Result<Layout> {
+    let by_name = spec.and_then(|s| first.iter().position(|f| f == s));
+    let is_index = spec.is_some_and(|s| s.parse::<i64>().is_ok());
+    let has_header = header.unwrap_or_else(|| {
+        // A name (not a number) found in the first row can only be a header.
+        if by_name.is_some() && !is_index {
+            return true;
+        }
+        let skip = by_name.or_else(|| spec.and_then(|s| index_of(s, first.len())));
+        first.iter().enumerate().any(|(i, f)| Some(i) != skip && !f.is_empty() && f.parse::<f64>().is_err())
+    });
+    let names: Vec<String> = if has_header {
+        first.iter().enumerate().map(|(i, f)| if f.is_empty() { format!("col{i}") } else { f.clone() }).collect()
+    } else {
+        (0..first.len()).map(|i| format!("col{i}")).collect()
+    };
+    for (j, name) in names.iter().enumerate() {
+        if let Some(i) = names[..j].iter().position(|n| n == name) {
+            return Err(data_err(path, Some(1), format!("duplicate column name \"{name}\" (columns {i} and {j})")));
+        }
+    }
+    let special = match spec {
+        None => None,
+        Some(s) => Some(find_column(&names, s).ok_or_else(|| data_err(path, None, missing_column(s, &names)))?),
+    };
+    Ok(Layout { has_header, names, special })
+}
+
+/// A column by exact name first, else by index ("-1" counts from the end).
+pub(crate) fn find_column(names: &[String], name_or_index: &str) -> Option<usize> {
+    names.iter().position(|n| n == name_or_index).or_else(|| index_of(name_or_index, names.len()))
+}
+
+/// Parses a 0-based column index, negative ones counting from the end.
+fn index_of(text: &str, len: usize) -> Option<usize> {
+    let i: i64 = text.trim().parse().ok()?;
+    let i = if i < 0 { len as i64 + i } else { i };
+    (0..len as i64).contains(&i).then_some(i as usize)
+}
+
+/// The problem text for an unknown column, listing the ones there are.
+pub(crate) fn missing_column(name: &str, names: &[String]) -> String {
+    format!("column \"{name}\" does not exist (columns: {})", names.join(", "))
+}
+
+/// A date reduced to a sortable tuple: year, month, day, hour, minute,
+/// second, with missing parts as 0 (so "1949" sorts before "1949-01").
+type DateKey = (u32, u32, u32, u32, u32, u32);
+
+/// Parses `YYYY`, `YYYY-MM`, `YYYY-MM-DD` and `YYYY-MM-DD HH:MM[:SS]` (space
+/// or `T` before the time). Anything else, including out-of-range parts, is
+/// `None`: only well-formed dates take part in the ordering check.
+fn parse_date(text: &str) -> Option<DateKey> {
+    /// Exactly `width` ASCII digits within `lo..=hi`.
+    fn part(s: &str, width: usize, lo: u32, hi: u32) -> Option<u32> {
+        if s.len() != width || !s.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let v: u32 = s.parse().ok()?;
+        (lo..=hi).contains(&v).then_some(v)
+    }
+    let (date, time) = match text.find([' ', 'T']) {
+        Some(at) => (&text[..at], Some(&text[at + 1..])),
+        None => (text, None),
+    };
+    let mut d = date.split('-');
+    let year = part(d.next()?, 4, 0, 9999)?;
+    let month = d.next().map(|m| part(m, 2, 1, 12)).unwrap_or(Some(0))?;
+    let day = d.next().map(|s| part(s, 2, 1, 31)).unwrap_or(Some(0))?;
+    if d.next().is_some() {
+        return None;
+    }
+    let (mut hour, mut minute, mut second) = (0, 0, 0);
+    if let Some(time) = time {
+        // A time only makes sense after a full date.
+        if day == 0 {
+            return None;
+        }
+        let mut t = time.trim().split(':');
+        hour = part(t.next()?, 2, 0, 23)?;
+        minute = part(t.next()?, 2, 0, 59)?;
+        second = t.next().map(|s| part(s, 2, 0, 60)).unwrap_or(Some(0))?;
+        if t.next().is_some() {
+            return None;
+        }
+    }
+    Some((year, month, day, hour, minute, second))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_parse_to_sortable_keys() {
+        assert_eq!(parse_date("1949"), Some((1949, 0, 0, 0, 0, 0)));
+        assert_eq!(parse_date("1949-01"), Some((1949, 1, 0, 0, 0, 0)));
+        assert_eq!(parse_date("1981-01-02"), Some((1981, 1, 2, 0, 0, 0)));
+        assert_eq!(parse_date("2016-07-01 01:00:00"), Some((2016, 7, 1, 1, 0, 0)));
+        assert_eq!(parse_date("2016-07-01T01:30"), Some((2016, 7, 1, 1, 30, 0)));
+        assert!(parse_date("1949-01") < parse_date("1949-02"));
+        assert!(parse_date("1949-12") < parse_date("1950-01"));
+        for bad in ["1-01", "1949-13", "1949-1", "abc", "", "1949-01-01 25:00", "1949-01 10:00", "1949-01-01-01"] {
+            assert_eq!(parse_date(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn negative_indices_count_from_the_end() {
+        assert_eq!(index_of("-1", 3), Some(2));
+        assert_eq!(index_of("-3", 3), Some(0));
+        assert_eq!(index_of("-4", 3), None);
+        assert_eq!(index_of("3", 3), None);
+        assert_eq!(index_of("x", 3), None);
+    }
+
+    #[test]
+    fn line_numbers_for_every_line_end() {
+        // Offsets as the csv crate reports them: after CRLF it points at
+        // the '\n', and skipped blank lines come before the record.
+        let crlf = b"a,b\r\n1,2\r\n\r\n3,4\r\n";
+        let mut lines = LineCounter::new(crlf);
+        assert_eq!([lines.line_at(0), lines.line_at(4), lines.line_at(9)], [1, 2, 4]);
+        let cr = b"a\rb\rc";
+        let mut lines = LineCounter::new(cr);
+        assert_eq!([lines.line_at(0), lines.line_at(2), lines.line_at(4)], [1, 2, 3]);
+        let quoted = b"\"x\ny\",1\n2,3\n";
+        let mut lines = LineCounter::new(quoted);
+        assert_eq!([lines.line_at(0), lines.line_at(8)], [1, 3]);
+    }
+
+    #[test]
+    fn csv_crate_line_offsets_match_the_counter() {
+        // The end-to-end check: the offsets csv actually reports for a CRLF
+        // file with a blank line and a quoted newline map to the real lines.
+        let bytes = b"h1,h2\r\n1,2\r\n\r\n\"a\r\nb\",3\r\n4,5\r\n";
+        let mut reader = csv::ReaderBuilder::new().has_headers(false).from_reader(&bytes[..]);
+        let mut lines = LineCounter::new(bytes);
+        let found: Vec<usize> =
+            reader.records().map(|r| lines.line_at(r.unwrap().position().unwrap().byte() as usize)).collect();
+        assert_eq!(found, [1, 2, 4, 6]);
+    }
+}

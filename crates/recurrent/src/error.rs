@@ -1,0 +1,108 @@
+//! Typed errors of the library. Every variant names the values involved so a
+//! caller can print one line that tells the user what to fix.
+
+use thiserror::Error;
+
+/// Everything the library can refuse.
+#[derive(Debug, Error, Clone, PartialEq)]
+pub enum Error {
+    /// A buffer does not have the shape the operation needs.
+    #[error("shape mismatch for {what}: expected {expected}, got {got}")]
+    Shape { what: String, expected: String, got: String },
+
+    /// A configuration value is outside its allowed range.
+    #[error("invalid {what} = {value}: {reason}")]
+    Config { what: String, value: String, reason: String },
+
+    /// A per-sequence length is 0 or longer than the padded length.
+    #[error("invalid length {length} for sequence {index}: lengths must be in 1..={seq_len}")]
+    Length { index: usize, length: usize, seq_len: usize },
+
+    /// A token id is outside the vocabulary.
+    #[error("token {token} at position {position} is outside the vocabulary of size {vocab}")]
+    Token { token: usize, position: usize, vocab: usize },
+
+    /// A class target is outside 0..classes (and is not the ignore index).
+    #[error("class target {target} at position {position} is outside 0..{classes}")]
+    Class { target: i64, position: usize, classes: usize },
+
+    /// A data file is missing, unreadable or malformed. `line` is 1-based.
+    #[error("{path}{}: {problem}", line.map(|l| format!(":{l}")).unwrap_or_default())]
+    Data { path: String, line: Option<usize>, problem: String },
+
+    /// A parameter name is unknown, or a named tensor has the wrong shape.
+    #[error("parameter {name}: {problem}")]
+    Param { name: String, problem: String },
+
+    /// A process of a distributed run failed, so every process stopped:
+    /// `message` is that rank's error, `user` whether it is the user's to fix.
+    /// Rank 0's own errors keep their words; others are prefixed with the rank.
+    #[error("{}{message}", if *rank > 0 { format!("rank {rank}: ") } else { String::new() })]
+    Rank { rank: usize, message: String, user: bool },
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Shorthand for a shape error.
+pub fn shape_err(what: impl Into<String>, expected: impl ToString, got: impl ToString) -> Error {
+    Error::Shape { what: what.into(), expected: expected.to_string(), got: got.to_string() }
+}
+
+/// Shorthand for a configuration error.
+pub fn config_err(what: impl Into<String>, value: impl ToString, reason: impl Into<String>) -> Error {
+    Error::Config { what: what.into(), value: value.to_string(), reason: reason.into() }
+}
+
+/// Text of a shape for an error message, built only when the error happens
+/// (checks run on every step, so they must not format strings).
+pub trait ShapeText {
+    /// The text.
+    fn text(self) -> String;
+}
+impl ShapeText for &str {
+    fn text(self) -> String {
+        self.to_string()
+    }
+}
+impl ShapeText for &String {
+    fn text(self) -> String {
+        self.clone()
+    }
+}
+impl<T: FnOnce() -> String> ShapeText for T {
+    fn text(self) -> String {
+        self()
+    }
+}
+
+/// Checks that a buffer holds exactly `expected` elements.
+pub fn check_len(what: &str, len: usize, expected: usize, shape: impl ShapeText) -> Result<()> {
+    if len != expected {
+        return Err(shape_err(what, format!("{} = {expected} elements", shape.text()), format!("{len} elements")));
+    }
+    Ok(())
+}
+
+/// Shorthand for a data error at a file (and optionally a 1-based line).
+pub fn data_err(path: impl AsRef<std::path::Path>, line: Option<usize>, problem: impl Into<String>) -> Error {
+    Error::Data { path: path.as_ref().display().to_string(), line, problem: problem.into() }
+}
+
+impl Error {
+    /// Whether the error is the user's to fix (bad data, bad configuration,
+    /// shapes, lengths, tokens, classes, parameters): the command line exits
+    /// with status 2 for these, 1 for the rest.
+    pub fn is_user_error(&self) -> bool {
+        matches!(
+            self,
+            Error::Data { .. }
+                | Error::Config { .. }
+                | Error::Shape { .. }
+                | Error::Length { .. }
+                | Error::Token { .. }
+                | Error::Class { .. }
+                | Error::Param { .. }
+                | Error::Rank { user: true, .. }
+        )
+    }
+}
