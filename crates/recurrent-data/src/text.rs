@@ -10,14 +10,14 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 
-/// How a text field is cut into tokens.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TokenSplit {
-    /// One token per Unicode character (DNA, proteins, character models).
-    Chars,
-    /// Tokens separated by runs of whitespace (words).
-    Whitespace,
+recurrent::choice! {
+    /// How a text field is cut into tokens.
+    pub enum TokenSplit ("split") {
+        /// One token per Unicode character (DNA, proteins, character models).
+        Chars = "chars",
+        /// Tokens separated by runs of whitespace (words).
+        Whitespace = "whitespace",
+    }
 }
 
 impl TokenSplit {

@@ -42,6 +42,7 @@
 //! ```
 
 pub mod cells;
+pub mod choice;
 pub mod checkpoint;
 pub mod diagnose;
 pub mod distributed;
@@ -58,6 +59,7 @@ pub mod optim;
 pub mod params;
 pub mod reference;
 pub mod simd;
+pub mod train;
 
 pub use cells::CellKind;
 pub use error::{Error, Result};
@@ -65,3 +67,7 @@ pub use float::Float;
 pub use loss::{LossKind, Targets, IGNORE_INDEX};
 pub use model::{Batch, HeadKind, InitConfig, Model, ModelConfig, SeqInput};
 pub use network::{RnnConfig, RnnState};
+
+#[doc(hidden)]
+pub use serde as __serde;
+pub use choice::Choice;

@@ -6,6 +6,38 @@ use crate::error::{check_len, config_err, Result};
 use crate::float::Float;
 use serde::{Deserialize, Serialize};
 
+crate::choice! {
+    /// The optimizers, by name.
+    pub enum OptimizerName ("optimizer") {
+        /// Stochastic gradient descent (`torch.optim.SGD`).
+        Sgd = "sgd",
+        /// RMSprop (`torch.optim.RMSprop`).
+        Rmsprop = "rmsprop",
+        /// Adagrad (`torch.optim.Adagrad`).
+        Adagrad = "adagrad",
+        /// Adam (`torch.optim.Adam`).
+        Adam = "adam",
+        /// Adam with decoupled weight decay (`torch.optim.AdamW`).
+        Adamw = "adamw",
+    }
+}
+
+crate::choice! {
+    /// The learning-rate schedules, by name (their settings are in [`Schedule`]).
+    pub enum ScheduleName ("schedule") {
+        /// Constant learning rate.
+        Constant = "constant",
+        /// `StepLR`.
+        Step = "step",
+        /// `ExponentialLR`.
+        Exponential = "exponential",
+        /// Linear warm-up, then cosine annealing.
+        Cosine = "cosine",
+        /// `ReduceLROnPlateau`.
+        Plateau = "plateau",
+    }
+}
+
 /// An optimizer and its hyper-parameters (PyTorch's names and defaults).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "name", rename_all = "snake_case")]
@@ -20,26 +52,43 @@ pub enum OptimizerKind {
 impl OptimizerKind {
     /// PyTorch's defaults for the optimizer called `name`, with learning rate `lr`.
     pub fn default_for(name: &str, lr: f64) -> Result<Self> {
-        Ok(match name {
-            "sgd" => OptimizerKind::Sgd { lr, momentum: 0.0, dampening: 0.0, nesterov: false, weight_decay: 0.0 },
-            "rmsprop" => {
+        Ok(Self::defaults(name.parse()?, lr))
+    }
+
+    /// PyTorch's defaults for `name`, with learning rate `lr`.
+    pub fn defaults(name: OptimizerName, lr: f64) -> Self {
+        match name {
+            OptimizerName::Sgd => {
+                OptimizerKind::Sgd { lr, momentum: 0.0, dampening: 0.0, nesterov: false, weight_decay: 0.0 }
+            }
+            OptimizerName::Rmsprop => {
                 OptimizerKind::Rmsprop { lr, alpha: 0.99, eps: 1e-8, weight_decay: 0.0, momentum: 0.0, centered: false }
             }
-            "adagrad" => OptimizerKind::Adagrad {
+            OptimizerName::Adagrad => OptimizerKind::Adagrad {
                 lr,
                 lr_decay: 0.0,
                 weight_decay: 0.0,
                 initial_accumulator_value: 0.0,
                 eps: 1e-10,
             },
-            "adam" => {
+            OptimizerName::Adam => {
                 OptimizerKind::Adam { lr, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0, amsgrad: false }
             }
-            "adamw" => {
+            OptimizerName::Adamw => {
                 OptimizerKind::Adamw { lr, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.01, amsgrad: false }
             }
-            other => return Err(config_err("optimizer", other, "expected one of sgd, rmsprop, adagrad, adam, adamw")),
-        })
+        }
+    }
+
+    /// Which optimizer this is.
+    pub fn name(&self) -> OptimizerName {
+        match self {
+            OptimizerKind::Sgd { .. } => OptimizerName::Sgd,
+            OptimizerKind::Rmsprop { .. } => OptimizerName::Rmsprop,
+            OptimizerKind::Adagrad { .. } => OptimizerName::Adagrad,
+            OptimizerKind::Adam { .. } => OptimizerName::Adam,
+            OptimizerKind::Adamw { .. } => OptimizerName::Adamw,
+        }
     }
 
     /// The base learning rate.

@@ -11,24 +11,23 @@ pub mod gru;
 pub mod lstm;
 
 use crate::float::Float;
-use serde::{Deserialize, Serialize};
 
 pub use elman::Elman;
 pub use gru::{Gru, GruGate};
 pub use lstm::{Lstm, LstmGate};
 
-/// Which cell a network uses.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CellKind {
-    /// Elman RNN, h' = tanh(W_ih x + b_ih + W_hh h + b_hh).
-    RnnTanh,
-    /// Elman RNN with relu instead of tanh.
-    RnnRelu,
-    /// LSTM, gates i, f, g, o.
-    Lstm,
-    /// GRU, gates r, z, n.
-    Gru,
+crate::choice! {
+    /// Which cell a network uses.
+    pub enum CellKind ("cell") {
+        /// Elman RNN, h' = tanh(W_ih x + b_ih + W_hh h + b_hh).
+        RnnTanh = "rnn_tanh" | "rnn" | "tanh" | "elman",
+        /// Elman RNN with relu instead of tanh.
+        RnnRelu = "rnn_relu" | "relu",
+        /// LSTM, gates i, f, g, o.
+        Lstm = "lstm",
+        /// GRU, gates r, z, n.
+        Gru = "gru",
+    }
 }
 
 impl CellKind {
@@ -48,23 +47,12 @@ impl CellKind {
 
     /// Parses the names used by the CLI and the fixtures.
     pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "rnn" | "rnn_tanh" | "tanh" | "elman" => Some(CellKind::RnnTanh),
-            "rnn_relu" | "relu" => Some(CellKind::RnnRelu),
-            "lstm" => Some(CellKind::Lstm),
-            "gru" => Some(CellKind::Gru),
-            _ => None,
-        }
+        <Self as crate::choice::Choice>::from_name(s)
     }
 
     /// Short name (PyTorch module it matches in parentheses in docs).
     pub fn name(self) -> &'static str {
-        match self {
-            CellKind::RnnTanh => "rnn_tanh",
-            CellKind::RnnRelu => "rnn_relu",
-            CellKind::Lstm => "lstm",
-            CellKind::Gru => "gru",
-        }
+        crate::choice::Choice::name(self)
     }
 }
 

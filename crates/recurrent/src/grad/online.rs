@@ -40,32 +40,29 @@ pub use super::learner::{sequence_gradient, OnlineLearner};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-/// How gradients are computed. `Bptt` and `Tbptt` are in `crate::grad::tbptt`; the
-/// others are online and live here.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Estimator {
-    Bptt,
-    Tbptt,
-    Rtrl,
-    Uoro,
-    Snap1,
-    Snap2,
+crate::choice! {
+    /// How gradients are computed. `Bptt` and `Tbptt` are in `crate::grad::tbptt`; the
+    /// others are online and live here.
+    pub enum Estimator ("estimator") {
+        /// Full backpropagation through time over each sequence.
+        Bptt = "bptt",
+        /// Truncated BPTT: an update every k1 steps, k2 steps back-propagated.
+        Tbptt = "tbptt",
+        /// Exact real-time recurrent learning (the full influence matrix).
+        Rtrl = "rtrl",
+        /// Unbiased online recurrent optimisation (a rank-one influence estimate).
+        Uoro = "uoro",
+        /// SnAp-1: the influence matrix kept on each unit's own parameters.
+        Snap1 = "snap1",
+        /// SnAp-2: the influence pattern of two steps.
+        Snap2 = "snap2",
+    }
 }
 
 impl Estimator {
     /// Parses bptt, tbptt, rtrl, uoro, snap1, snap2.
     pub fn parse(s: &str) -> Result<Self> {
-        Ok(match s {
-            "bptt" => Estimator::Bptt,
-            "tbptt" => Estimator::Tbptt,
-            "rtrl" => Estimator::Rtrl,
-            "uoro" => Estimator::Uoro,
-            "snap1" => Estimator::Snap1,
-            "snap2" => Estimator::Snap2,
-            other => {
-                return Err(config_err("estimator", other, "expected one of bptt, tbptt, rtrl, uoro, snap1, snap2"))
-            }
-        })
+        s.parse()
     }
 
     /// Whether the estimator runs forward in time (step by step).

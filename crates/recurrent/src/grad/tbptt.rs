@@ -19,9 +19,11 @@ use crate::network::RnnState;
 use rand::Rng;
 
 /// Truncation lengths: k1 steps between updates, k2 steps back-propagated.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Truncation {
+    /// Steps between updates.
     pub k1: usize,
+    /// Steps back-propagated (>= k1).
     pub k2: usize,
 }
 
