@@ -548,8 +548,13 @@ fn main() -> ExitCode {
         Err(e) => {
             // One line: the library's messages already name the file, line or key.
             let msg = format!("{e:#}").replace('\n', " ");
-            if !QUIET.load(std::sync::atomic::Ordering::Relaxed) {
+            let quiet = QUIET.load(std::sync::atomic::Ordering::Relaxed);
+            if !quiet {
                 eprintln!("error: {msg}");
+            } else if matches!(e.downcast_ref::<recurrent::Error>(), Some(recurrent::Error::Rank { .. })) {
+                // A failure every rank agreed on: rank 0 prints it and gives the job its
+                // status. Failing here too would let mpirun abort rank 0 before it prints.
+                return ExitCode::SUCCESS;
             }
             let user = e.downcast_ref::<UserError>().is_some()
                 || e.downcast_ref::<recurrent::Error>().is_some_and(recurrent::Error::is_user_error);

@@ -345,7 +345,7 @@ pub enum Schedule {
 }
 
 /// A schedule with its running state.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Scheduler {
     pub schedule: Schedule,
     pub base_lr: f64,

@@ -17,6 +17,7 @@ use crate::loss::Targets;
 use crate::model::{swap_leading, Batch, HeadKind, Model, ModelCache, ModelOutput, SeqInput, TimeMajor};
 use crate::network::RnnState;
 use rand::Rng;
+use std::ops::ControlFlow;
 
 /// Truncation lengths: k1 steps between updates, k2 steps back-propagated.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -219,6 +220,17 @@ pub struct TbpttReport<F> {
     pub final_state: RnnState<F>,
 }
 
+/// One window's update, as the TBPTT driver hands it to its caller.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct WindowStep {
+    /// Index of the window in the pass.
+    pub index: usize,
+    /// The window.
+    pub window: Window,
+    /// Its loss (mean over its scored elements).
+    pub loss: f64,
+}
+
 /// Runs TBPTT(k1, k2) over `stream`, calling `update(model, grads)` after each
 /// window with that window's gradients (zeroed before each window). The
 /// closure typically clips and takes an optimizer step.
@@ -227,8 +239,23 @@ pub fn tbptt<F: Float, R: Rng>(
     stream: &Stream<F>,
     tr: Truncation,
     state0: Option<&RnnState<F>>,
-    mut dropout_rng: Option<&mut R>,
+    dropout_rng: Option<&mut R>,
     mut update: impl FnMut(&mut Model<F>, &mut [F]) -> Result<()>,
+) -> Result<TbpttReport<F>> {
+    tbptt_until(model, stream, tr, state0, dropout_rng, |m, g, _| update(m, g).map(|_| ControlFlow::Continue(())))
+}
+
+/// The truncated-BPTT driver: `tbptt` whose `update` also sees each
+/// window's index, bounds and loss, and may end the pass early by returning
+/// `ControlFlow::Break` (a step budget reached); the windows after it are
+/// not computed. The state is carried, detached, from window to window.
+pub fn tbptt_until<F: Float, R: Rng>(
+    model: &mut Model<F>,
+    stream: &Stream<F>,
+    tr: Truncation,
+    state0: Option<&RnnState<F>>,
+    mut dropout_rng: Option<&mut R>,
+    mut update: impl FnMut(&mut Model<F>, &mut [F], &WindowStep) -> Result<ControlFlow<()>>,
 ) -> Result<TbpttReport<F>> {
     let init = match state0 {
         Some(s) => {
@@ -248,7 +275,10 @@ pub fn tbptt<F: Float, R: Rng>(
         // The next window starts inside this one (k2 >= k1): keep its state, detached.
         let next = ws.get(k + 1).map_or(w.end, |n| n.start);
         state = stream.state_at(model, w, &r.cache, next, &init);
-        update(model, &mut grads)?;
+        let step = WindowStep { index: k, window: w, loss: r.loss.to_f64().unwrap_or(f64::NAN) };
+        if update(model, &mut grads, &step)?.is_break() {
+            break;
+        }
     }
     Ok(TbpttReport { losses, final_state: state })
 }
