@@ -5,7 +5,8 @@
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use recurrent_cli::train::{self, usage, MetricsLine, Reporter, TrainConfig};
+use recurrent::train::{DataSource, MetricsLine, Observer, StepInfo};
+use recurrent_cli::train::{self, usage, TrainConfig};
 use recurrent::checkpoint;
 use recurrent_cli::bench;
 use std::io::IsTerminal;
@@ -265,7 +266,7 @@ struct Progress {
     last_loss: f64,
 }
 
-impl Reporter for Progress {
+impl Observer for Progress {
     fn epoch_start(&mut self, epoch: usize, epochs: usize, batches: u64) {
         if std::io::stderr().is_terminal() {
             let bar = indicatif::ProgressBar::new(batches);
@@ -278,16 +279,16 @@ impl Reporter for Progress {
             self.bar = Some(bar);
         }
     }
-    fn step(&mut self, loss: f64, tokens_per_s: f64) {
-        if loss.is_finite() {
-            self.last_loss = loss;
+    fn step(&mut self, s: &StepInfo) {
+        if s.loss.is_finite() {
+            self.last_loss = s.loss;
         }
         if let Some(b) = &self.bar {
             b.inc(1);
-            b.set_message(format!("loss {:.4} {:.0} tok/s", self.last_loss, tokens_per_s));
+            b.set_message(format!("loss {:.4} {:.0} tok/s", self.last_loss, s.tokens_per_s));
         }
     }
-    fn line(&mut self, m: &MetricsLine) {
+    fn validation(&mut self, m: &MetricsLine) -> recurrent::Result<()> {
         if let Some(b) = self.bar.take() {
             b.finish_and_clear();
         }
@@ -298,6 +299,7 @@ impl Reporter for Progress {
         if !m.warnings.is_empty() {
             println!("          {} warning(s) in this interval, first: {}", m.warnings.len(), m.warnings[0]);
         }
+        Ok(())
     }
     fn info(&mut self, msg: &str) {
         println!("{msg}");
@@ -340,7 +342,7 @@ fn run_train(a: &cli_train::TrainArgs) -> Result<()> {
     cfg.validate()?;
     let out = cfg.out_dir();
     if !lead {
-        train::train_with(&cfg, a.resume.is_some(), &mut train::Silent, comm.as_ref())?;
+        train::train_with(&cfg, a.resume.is_some(), &mut recurrent::train::Silent, comm.as_ref())?;
         return Ok(());
     }
     let procs = if comm.size() > 1 { format!("; {} processes", comm.size()) } else { String::new() };

@@ -79,7 +79,7 @@ fn the_default_run_beats_the_naive_baseline_and_writes_its_files() {
     let so = text(&o).0;
     let test_line = so.lines().find(|l| l.trim_start().starts_with("test rmse")).unwrap_or_else(|| panic!("{so}"));
     assert!(test_line.contains("(naive last value: "), "{test_line}");
-    for f in ["model.safetensors", "metrics.jsonl", "loss.svg", "forecast.svg", "config.toml", "train_state.json"] {
+    for f in ["model.safetensors", "metrics.jsonl", "loss.svg", "forecast.svg", "config.toml", "state.safetensors"] {
         assert!(out.join(f).exists(), "{f} missing");
     }
     let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
@@ -466,7 +466,7 @@ fn resume_equals_an_uninterrupted_run() {
     train(&[&common[..], &["--epochs", "4", "--out", a.to_str().unwrap()]].concat());
     train(&[&common[..], &["--epochs", "2", "--out", b.to_str().unwrap()]].concat());
     train(&["--resume", b.to_str().unwrap(), "--epochs", "4"]);
-    for f in ["model.safetensors", "last.safetensors", "optimizer.safetensors"] {
+    for f in ["model.safetensors", "state.safetensors"] {
         assert_eq!(std::fs::read(a.join(f)).unwrap(), std::fs::read(b.join(f)).unwrap(), "{f} differs");
     }
     let (ma, mb) = (
@@ -534,7 +534,7 @@ fn bad_input_gives_one_line_and_status_2() {
     train(&["--task", "adding", "--length", "6", "--samples", "300", "--epochs", "1", "--out", &s(&r)]);
     let cfg = std::fs::read_to_string(r.join("config.toml")).unwrap().replace("hidden = 32", "hidden = 16");
     write(&r.join("config.toml"), &cfg);
-    fails_with(&["train", "--resume", &s(&r), "--epochs", "2"], &["last.safetensors", "different model"]);
+    fails_with(&["train", "--resume", &s(&r), "--epochs", "2"], &["state.safetensors", "different model", "model.hidden was 32, now 16"]);
 }
 
 #[test]

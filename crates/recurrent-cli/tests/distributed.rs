@@ -23,7 +23,7 @@ fn train_on_threads(cfg: &TrainConfig, n: usize) {
 }
 
 fn params(path: &Path) -> Vec<f32> {
-    recurrent::checkpoint::load::<f32>(path).unwrap().0.params
+    recurrent::train::RunState::load(path).unwrap().0.params
 }
 
 /// max |a - b| / max |a| over the flat parameters.
@@ -38,13 +38,13 @@ fn compare(mut cfg: TrainConfig) -> f64 {
     cfg.train.threads = 1;
     cfg.out = Some(d.path().join("one"));
     train(&cfg, false, &mut Silent).unwrap();
-    let one = params(&d.path().join("one/last.safetensors"));
+    let one = params(&d.path().join("one/state.safetensors"));
     let mut worst = 0.0f64;
     for n in [2, 3] {
         let out = d.path().join(format!("n{n}"));
         cfg.out = Some(out.clone());
         train_on_threads(&cfg, n);
-        let diff = rel_diff(&one, &params(&out.join("last.safetensors")));
+        let diff = rel_diff(&one, &params(&out.join("state.safetensors")));
         eprintln!("1 process vs {n} thread ranks: relative difference {diff:e}");
         worst = worst.max(diff);
         // Only rank 0 wrote files, the same set as one process.

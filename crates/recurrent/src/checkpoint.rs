@@ -92,11 +92,19 @@ pub fn save<F: Float>(path: &Path, model: &Model<F>, task: serde_json::Value) ->
 /// and BF16 accepted), with the metadata map.
 pub fn read_tensors(path: &Path) -> Result<(Vec<(String, Vec<usize>, Vec<f64>)>, HashMap<String, String>)> {
     let bytes = std::fs::read(path).map_err(|e| data_err(path, None, format!("cannot read: {e}")))?;
+    parse_tensors(&bytes, path)
+}
+
+/// Named tensors as `read_tensors` returns them: (name, shape, values).
+pub type NamedTensors = Vec<(String, Vec<usize>, Vec<f64>)>;
+
+/// `read_tensors` of bytes already in memory (`path` names them in errors).
+pub fn parse_tensors(bytes: &[u8], path: &Path) -> Result<(NamedTensors, HashMap<String, String>)> {
     let (_, header) =
-        SafeTensors::read_metadata(&bytes).map_err(|e| data_err(path, None, format!("not a safetensors file: {e}")))?;
+        SafeTensors::read_metadata(bytes).map_err(|e| data_err(path, None, format!("not a safetensors file: {e}")))?;
     let meta = header.metadata().clone().unwrap_or_default();
     let st =
-        SafeTensors::deserialize(&bytes).map_err(|e| data_err(path, None, format!("corrupt safetensors file: {e}")))?;
+        SafeTensors::deserialize(bytes).map_err(|e| data_err(path, None, format!("corrupt safetensors file: {e}")))?;
     let mut out = Vec::new();
     for (name, view) in st.tensors() {
         let d = view.data();

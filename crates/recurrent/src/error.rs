@@ -39,6 +39,11 @@ pub enum Error {
     /// Rank 0's own errors keep their words; others are prefixed with the rank.
     #[error("{}{message}", if *rank > 0 { format!("rank {rank}: ") } else { String::new() })]
     Rank { rank: usize, message: String, user: bool },
+
+    /// Training produced a non-finite loss or gradient and the NaN policy
+    /// says stop.
+    #[error("training diverged: {0}")]
+    Diverged(String),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -103,6 +108,7 @@ impl Error {
                 | Error::Class { .. }
                 | Error::Param { .. }
                 | Error::Rank { user: true, .. }
+                | Error::Diverged(_)
         )
     }
 }

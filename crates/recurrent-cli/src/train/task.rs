@@ -15,73 +15,7 @@ use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
-/// Inputs of a set of examples.
-#[derive(Clone, Debug)]
-pub enum Inputs {
-    /// Real-valued sequences, each [T_i * width] (time-major within the example).
-    Dense { width: usize, seqs: Vec<Vec<f32>> },
-    /// Token sequences, each [T_i].
-    Tokens { seqs: Vec<Vec<usize>> },
-}
-
-/// Targets of a set of examples.
-#[derive(Clone, Debug)]
-pub enum TargetSet {
-    /// One real vector [width] per example (last-step head).
-    Real { width: usize, rows: Vec<Vec<f32>> },
-    /// One class per example (last-step head).
-    Class(Vec<i64>),
-    /// One class per step [T_i] (every-step head; IGNORE_INDEX where not scored).
-    ClassSeq(Vec<Vec<i64>>),
-}
-
-/// A set of examples (train, validation or test).
-#[derive(Clone, Debug)]
-pub struct Examples {
-    pub inputs: Inputs,
-    pub targets: TargetSet,
-}
-
-impl Examples {
-    /// Number of examples.
-    pub fn len(&self) -> usize {
-        match &self.inputs {
-            Inputs::Dense { seqs, .. } => seqs.len(),
-            Inputs::Tokens { seqs } => seqs.len(),
-        }
-    }
-
-    /// True when there is no example.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Length of example `i`.
-    pub fn seq_len(&self, i: usize) -> usize {
-        match &self.inputs {
-            Inputs::Dense { width, seqs } => seqs[i].len() / width,
-            Inputs::Tokens { seqs } => seqs[i].len(),
-        }
-    }
-
-    /// The examples at `idx`, in that order.
-    pub fn select(&self, idx: &[usize]) -> Examples {
-        let inputs = match &self.inputs {
-            Inputs::Dense { width, seqs } => {
-                Inputs::Dense { width: *width, seqs: idx.iter().map(|&i| seqs[i].clone()).collect() }
-            }
-            Inputs::Tokens { seqs } => Inputs::Tokens { seqs: idx.iter().map(|&i| seqs[i].clone()).collect() },
-        };
-        let targets = match &self.targets {
-            TargetSet::Real { width, rows } => {
-                TargetSet::Real { width: *width, rows: idx.iter().map(|&i| rows[i].clone()).collect() }
-            }
-            TargetSet::Class(v) => TargetSet::Class(idx.iter().map(|&i| v[i]).collect()),
-            TargetSet::ClassSeq(v) => TargetSet::ClassSeq(idx.iter().map(|&i| v[i].clone()).collect()),
-        };
-        Examples { inputs, targets }
-    }
-}
+pub use recurrent::train::{DataSource, Examples, Inputs, TargetSet};
 
 /// The data of a task, split.
 #[derive(Clone, Debug)]

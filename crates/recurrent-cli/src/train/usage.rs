@@ -3,7 +3,7 @@
 //! (normalisation, columns, vocabulary, classes) and never refits it.
 
 use super::task::{Examples, Inputs, Norm, TargetSet, TaskMeta};
-use super::{evaluate, evaluate_stream, make_batch, Evaluation};
+use recurrent::train::{evaluate, evaluate_stream, make_batch, DataSource, Evaluation, Metric};
 use recurrent::checkpoint;
 use recurrent_data::{self as data, CsvOptions, TokenSplit};
 use recurrent::error::{config_err, data_err, Result};
@@ -240,28 +240,29 @@ fn token_examples(meta: &TaskMeta, path: &Path, need_labels: bool) -> Result<Exa
 /// MNIST folder (its t10k test files).
 pub fn eval(l: &Loaded, path: &Path, batch: usize) -> Result<(Evaluation, String)> {
     let metric = match l.meta.task.as_str() {
-        "forecast" | "mackey-glass" => "rmse",
-        "classify" | "ts" | "tokens" | "mnist" => "accuracy",
-        "charlm" => "bpc",
-        _ => "mse",
+        "forecast" | "mackey-glass" => {
+            Metric::Rmse { scale: l.meta.target_norm.as_ref().map(|n| n.std.clone()).unwrap_or_default() }
+        }
+        "classify" | "ts" | "tokens" | "mnist" => Metric::Accuracy,
+        "charlm" => Metric::Bpc,
+        _ => Metric::Mse,
     };
     let ev = match l.meta.task.as_str() {
         "forecast" | "mackey-glass" => {
-            evaluate(&l.model, &forecast_windows(&l.meta, path, true)?.0, batch, metric, &l.meta)?
+            evaluate(&l.model, &forecast_windows(&l.meta, path, true)?.0, batch, &metric)?
         }
-        "classify" | "ts" => evaluate(&l.model, &labelled(&l.meta, path, true)?.0, batch, metric, &l.meta)?,
-        "tokens" => evaluate(&l.model, &token_examples(&l.meta, path, true)?, batch, metric, &l.meta)?,
+        "classify" | "ts" => evaluate(&l.model, &labelled(&l.meta, path, true)?.0, batch, &metric)?,
+        "tokens" => evaluate(&l.model, &token_examples(&l.meta, path, true)?, batch, &metric)?,
         "mnist" => evaluate(
             &l.model,
             &super::task::mnist_part(path, "t10k", l.meta.data.pixel_by_pixel)?,
             batch,
-            metric,
-            &l.meta,
+            &metric,
         )?,
         "charlm" => {
             let text = data::read_text(path)?;
             let ids = encode_text(&l.meta, &text, path)?;
-            evaluate_stream(&l.model, &ids, batch, l.meta.data.window.max(1).max(50))?
+            evaluate_stream(&l.model, &ids, batch, l.meta.data.window.max(1).max(50), &metric)?
         }
         other => {
             return Err(config_err(
@@ -271,7 +272,7 @@ pub fn eval(l: &Loaded, path: &Path, batch: usize) -> Result<(Evaluation, String
             ))
         }
     };
-    Ok((ev, metric.into()))
+    Ok((ev, metric.name().into()))
 }
 
 fn encode_text(meta: &TaskMeta, text: &str, path: &Path) -> Result<Vec<usize>> {

@@ -43,6 +43,8 @@ pub enum Metric {
     Accuracy,
     /// Bits per character: the mean cross-entropy over ln 2.
     Bpc,
+    /// The mean squared error of real targets (the MSE loss itself).
+    Mse,
 }
 
 impl Metric {
@@ -53,6 +55,7 @@ impl Metric {
             Metric::Rmse { .. } => "rmse",
             Metric::Accuracy => "accuracy",
             Metric::Bpc => "bpc",
+            Metric::Mse => "mse",
         }
     }
 
