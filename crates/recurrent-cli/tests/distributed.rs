@@ -111,7 +111,7 @@ fn f64_shards_sum_to_the_whole_batch_gradient() {
 
 #[test]
 fn parameter_counts_in_the_docs_are_the_models() {
-    // docs/perf.md: communication per step = 4 bytes x (parameters + 2) for configurations S, M, L
+    // docs/performance.md: communication per step = 4 bytes x (parameters + 2) for configurations S, M, L
     // (../shared/bench/configs.json: Linear head of 10 outputs on the last step).
     use recurrent::{CellKind, HeadKind, LossKind, Model, ModelConfig, RnnConfig};
     let table = [

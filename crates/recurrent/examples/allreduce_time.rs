@@ -18,7 +18,7 @@ use std::time::Instant;
 fn main() {
     let comm = MpiComm::init().expect("MPI initialisation");
     let args: Vec<usize> = std::env::args().skip(1).map(|a| a.parse().expect("a parameter count")).collect();
-    // LSTM + 10-output head of the shared benchmark configurations S, M, L (docs/perf.md).
+    // LSTM + 10-output head of the shared benchmark configurations S, M, L (docs/performance.md).
     let sizes = if args.is_empty() { vec![84_234, 858_634, 5_261_322] } else { args };
     for p in sizes {
         let send = vec![1.0f32; p + 2];

@@ -1,4 +1,4 @@
-//! The machine's floating-point ceiling for the roofline in docs/perf.md:
+//! The machine's floating-point ceiling for the roofline in docs/performance.md:
 //! twelve independent chains of 256-bit fused multiply-adds (enough to cover
 //! the FMA latency on two pipes), f32, one thread per core asked for.
 //! `cargo run --release --example fma_peak [threads]`: prints GFLOP/s per

@@ -1,7 +1,7 @@
 //! Times the per-step products of the benchmark configurations three ways:
 //! the general GEMM (matrixmultiply, which packs B on every call), the
 //! pre-packed kernel (`gemm_packed`, B packed once), and the cost of packing.
-//! `cargo run --release --example packed_gemm [threads]`; used for docs/perf.md.
+//! `cargo run --release --example packed_gemm [threads]`; used for docs/performance.md.
 
 use recurrent::linalg::{gemm, gemm_packed, Packed, Tr};
 use std::time::Instant;

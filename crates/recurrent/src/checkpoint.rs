@@ -1,7 +1,7 @@
 //! Checkpoints: a safetensors file whose tensor names are exactly the PyTorch
 //! `state_dict` names of the usual model (`emb.*`, `rnn.*`, `fc.*`), with
 //! recurrent's configuration as JSON under the metadata key `recurrent`
-//! (schema in README.md). Files are written atomically: to a temporary file
+//! (schema in docs/checkpoint-format.md). Files are written atomically: to a temporary file
 //! in the same folder, flushed, then renamed over the target, so a failed or
 //! interrupted run never leaves a half-written checkpoint behind.
 

@@ -71,3 +71,8 @@ pub use network::{RnnConfig, RnnState};
 #[doc(hidden)]
 pub use serde as __serde;
 pub use choice::Choice;
+
+/// The Rust code blocks of README.md, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;
