@@ -3,13 +3,13 @@
 //! repository is read at run time) and the runner behind `recurrent bench`.
 //! Each measurement prints one JSON line with the peer's fields.
 
+use rand::{Rng, SeedableRng};
 use recurrent::cells::CellKind;
 use recurrent::error::{config_err, Result};
 use recurrent::loss::{LossKind, Targets};
 use recurrent::model::{Batch, HeadKind, InitConfig, Model, ModelConfig, SeqInput};
 use recurrent::network::RnnConfig;
 use recurrent::optim::{Optimizer, OptimizerKind};
-use rand::{Rng, SeedableRng};
 use serde::Serialize;
 use std::time::Instant;
 
@@ -325,7 +325,8 @@ pub fn bench_online(
         (m / 100.0, mn / 100.0, r)
     } else {
         // k = usize::MAX: never update, so the step is the gradient computation alone, as for BPTT.
-        let mut l = OnlineLearner::new(model, opt, estimator, usize::MAX, 1, 0, recurrent::grad::online::DEFAULT_MEMORY_LIMIT)?;
+        let mut l =
+            OnlineLearner::new(model, opt, estimator, usize::MAX, 1, 0, recurrent::grad::online::DEFAULT_MEMORY_LIMIT)?;
         let mut t = 0usize;
         median_time(
             || {

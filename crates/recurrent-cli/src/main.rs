@@ -5,10 +5,10 @@
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use recurrent::train::{DataSource, MetricsLine, Observer, StepInfo};
-use recurrent_cli::train::{self, usage, TrainConfig};
 use recurrent::checkpoint;
+use recurrent::train::{DataSource, MetricsLine, Observer, StepInfo};
 use recurrent_cli::bench;
+use recurrent_cli::train::{self, usage, TrainConfig};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;

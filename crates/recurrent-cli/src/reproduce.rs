@@ -4,8 +4,8 @@
 //! tests small enough for CI (they only show the loss falling); the full
 //! settings are what docs/results.md reports.
 
-use recurrent::error::{config_err, Result};
 use crate::train::{self, Silent, TrainConfig};
+use recurrent::error::{config_err, Result};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -174,8 +174,11 @@ pub fn plan(name: &str, quick: bool, out: &Path, data: &Path) -> Result<Vec<(Str
 pub fn seasonal_naive(cfg: &TrainConfig, period: usize) -> Result<f64> {
     let path =
         cfg.data.path.as_deref().ok_or_else(|| config_err("data.path", "missing", "seasonal-naive needs a file"))?;
-    let opts =
-        recurrent_data::CsvOptions { header: cfg.data.header, delimiter: b',', date_column: cfg.data.date_column.clone() };
+    let opts = recurrent_data::CsvOptions {
+        header: cfg.data.header,
+        delimiter: b',',
+        date_column: cfg.data.date_column.clone(),
+    };
     let t = recurrent_data::read_table(path, &opts)?;
     let col = &t.columns[0];
     let n = col.len();

@@ -534,7 +534,10 @@ fn bad_input_gives_one_line_and_status_2() {
     train(&["--task", "adding", "--length", "6", "--samples", "300", "--epochs", "1", "--out", &s(&r)]);
     let cfg = std::fs::read_to_string(r.join("config.toml")).unwrap().replace("hidden = 32", "hidden = 16");
     write(&r.join("config.toml"), &cfg);
-    fails_with(&["train", "--resume", &s(&r), "--epochs", "2"], &["state.safetensors", "different model", "model.hidden was 32, now 16"]);
+    fails_with(
+        &["train", "--resume", &s(&r), "--epochs", "2"],
+        &["state.safetensors", "different model", "model.hidden was 32, now 16"],
+    );
 }
 
 #[test]

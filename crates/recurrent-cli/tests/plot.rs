@@ -6,8 +6,8 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use recurrent_cli::plot::{line_chart, plot_forecast, plot_forecast_xy, plot_metrics, Series};
 use recurrent::Error;
+use recurrent_cli::plot::{line_chart, plot_forecast, plot_forecast_xy, plot_metrics, Series};
 
 /// A fresh, empty folder for one test.
 struct TestDir(PathBuf);

@@ -5,9 +5,9 @@
 //! - [`adding_problem`]: remember two marked values over a long sequence;
 //! - [`copy_task`]: reproduce a random string after a long delay.
 
+use rand::Rng;
 use recurrent::error::{config_err, Result};
 use recurrent::loss::IGNORE_INDEX;
-use rand::Rng;
 
 /// Mackey-Glass production rate β.
 const MG_BETA: f64 = 0.2;

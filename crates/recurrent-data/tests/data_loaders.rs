@@ -5,8 +5,8 @@
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use recurrent_data::*;
 use recurrent::Error;
+use recurrent_data::*;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use tempfile::TempDir;

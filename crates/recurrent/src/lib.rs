@@ -42,8 +42,8 @@
 //! ```
 
 pub mod cells;
-pub mod choice;
 pub mod checkpoint;
+pub mod choice;
 pub mod diagnose;
 pub mod distributed;
 pub mod error;
@@ -68,9 +68,9 @@ pub use loss::{LossKind, Targets, IGNORE_INDEX};
 pub use model::{Batch, HeadKind, InitConfig, Model, ModelConfig, SeqInput};
 pub use network::{RnnConfig, RnnState};
 
+pub use choice::Choice;
 #[doc(hidden)]
 pub use serde as __serde;
-pub use choice::Choice;
 
 /// The Rust code blocks of README.md, compiled and run as doctests.
 #[cfg(doctest)]

@@ -7,6 +7,7 @@
 use crate::cells::CellKind;
 use crate::error::{check_len, config_err, shape_err, Error, Result};
 use crate::float::Float;
+use crate::init::{normal, uniform};
 use crate::linalg::{gemm, sum_rows_into, Tr};
 use crate::loss::{loss_forward_backward, LossKind, Targets};
 use crate::network::{
@@ -14,7 +15,6 @@ use crate::network::{
 };
 use crate::params::ParamTable;
 use rand::Rng;
-use crate::init::{normal, uniform};
 use serde::{Deserialize, Serialize};
 
 /// Where the Linear head reads the recurrent output.
@@ -641,4 +641,3 @@ impl<F: Float> Model<F> {
         Ok(())
     }
 }
-

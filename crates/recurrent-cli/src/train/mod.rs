@@ -209,9 +209,9 @@ pub fn train_with(cfg: &TrainConfig, resume: bool, obs: &mut dyn Observer, comm:
     let mut writer = FilesObserver { files: &files, inner: obs, lead };
     let report = trainer.fit_on(train_data, val_data, &mut writer, comm)?;
     // Report on the best model of this run (held by the Trainer, never read back from disk).
-    let best = trainer.best_model().ok_or_else(|| {
-        data_err(&out, None, "no epoch ended with a finite validation loss, so no model was saved")
-    })?;
+    let best = trainer
+        .best_model()
+        .ok_or_else(|| data_err(&out, None, "no epoch ended with a finite validation loss, so no model was saved"))?;
     let (batch, k) = (cfg.train.batch, cfg.train.k1);
     let m = trainer.config().metric.clone();
     let best_val = evaluate_data(&best, val_data, batch, k, &m, comm)?;

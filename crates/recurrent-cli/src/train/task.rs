@@ -6,12 +6,12 @@
 //! reuse it.
 
 use super::config::TrainConfig;
-use recurrent_data::{self as data, CsvOptions, TokenSplit, Vocab};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
 use recurrent::error::{config_err, data_err, Result};
 use recurrent::loss::LossKind;
 use recurrent::model::HeadKind;
-use rand::seq::SliceRandom;
-use rand::SeedableRng;
+use recurrent_data::{self as data, CsvOptions, TokenSplit, Vocab};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 

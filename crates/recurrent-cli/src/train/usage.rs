@@ -3,13 +3,13 @@
 //! (normalisation, columns, vocabulary, classes) and never refits it.
 
 use super::task::{Examples, Inputs, Norm, TargetSet, TaskMeta};
-use recurrent::train::{evaluate, evaluate_stream, make_batch, DataSource, Evaluation, Metric};
-use recurrent::checkpoint;
-use recurrent_data::{self as data, CsvOptions, TokenSplit};
-use recurrent::error::{config_err, data_err, Result};
-use recurrent::model::{Batch, Model, SeqInput};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use recurrent::checkpoint;
+use recurrent::error::{config_err, data_err, Result};
+use recurrent::model::{Batch, Model, SeqInput};
+use recurrent::train::{evaluate, evaluate_stream, make_batch, DataSource, Evaluation, Metric};
+use recurrent_data::{self as data, CsvOptions, TokenSplit};
 use std::path::Path;
 
 /// A checkpoint with its task metadata.
@@ -248,17 +248,12 @@ pub fn eval(l: &Loaded, path: &Path, batch: usize) -> Result<(Evaluation, String
         _ => Metric::Mse,
     };
     let ev = match l.meta.task.as_str() {
-        "forecast" | "mackey-glass" => {
-            evaluate(&l.model, &forecast_windows(&l.meta, path, true)?.0, batch, &metric)?
-        }
+        "forecast" | "mackey-glass" => evaluate(&l.model, &forecast_windows(&l.meta, path, true)?.0, batch, &metric)?,
         "classify" | "ts" => evaluate(&l.model, &labelled(&l.meta, path, true)?.0, batch, &metric)?,
         "tokens" => evaluate(&l.model, &token_examples(&l.meta, path, true)?, batch, &metric)?,
-        "mnist" => evaluate(
-            &l.model,
-            &super::task::mnist_part(path, "t10k", l.meta.data.pixel_by_pixel)?,
-            batch,
-            &metric,
-        )?,
+        "mnist" => {
+            evaluate(&l.model, &super::task::mnist_part(path, "t10k", l.meta.data.pixel_by_pixel)?, batch, &metric)?
+        }
         "charlm" => {
             let text = data::read_text(path)?;
             let ids = encode_text(&l.meta, &text, path)?;

@@ -12,12 +12,12 @@ pub mod learner;
 pub mod online;
 pub mod tbptt;
 
-use crate::grad::tbptt::{tbptt, Stream, Truncation};
 use crate::error::{config_err, Result};
 use crate::float::Float;
+pub use crate::grad::online::Estimator;
+use crate::grad::tbptt::{tbptt, Stream, Truncation};
 use crate::loss::Targets;
 use crate::model::{swap_leading, Batch, Model, SeqInput};
-pub use crate::grad::online::Estimator;
 use rand::Rng;
 
 /// An estimator and its settings.

@@ -28,15 +28,13 @@
 //! of the units that feed it through nonzero recurrent weights, fixed when the
 //! estimator is created).
 
-
-
+pub use super::learner::{sequence_gradient, OnlineLearner};
 use crate::cells::{Cell, CellKind, Elman, Gru, Lstm};
 use crate::error::{config_err, Result};
 use crate::float::Float;
 use crate::linalg::{gemm, Tr};
 use crate::model::Model;
 use crate::network::RnnCache;
-pub use super::learner::{sequence_gradient, OnlineLearner};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 

@@ -33,7 +33,14 @@ struct Acc {
 
 impl Acc {
     /// Adds the outputs `y` [rows, O] of `counted` rows against `targets`.
-    fn add(&mut self, model: &Model<f32>, y: &[f32], targets: Targets<f32>, counted: &[bool], scale: &[f64]) -> Result<()> {
+    fn add(
+        &mut self,
+        model: &Model<f32>,
+        y: &[f32],
+        targets: Targets<f32>,
+        counted: &[bool],
+        scale: &[f64],
+    ) -> Result<()> {
         let o = model.cfg.out_size;
         let (l, _, n) = loss_forward_backward(model.cfg.loss, y, counted.len(), o, targets, counted)?;
         self.loss_sum += l as f64 * n as f64;

@@ -181,7 +181,9 @@ impl RunState {
         meta: &HashMap<String, String>,
         path: &Path,
     ) -> Result<(RunState, Option<CheckpointMeta>)> {
-        let json = meta.get(RUN_KEY).ok_or_else(|| data_err(path, None, format!("not a run state: no \"{RUN_KEY}\" metadata")))?;
+        let json = meta
+            .get(RUN_KEY)
+            .ok_or_else(|| data_err(path, None, format!("not a run state: no \"{RUN_KEY}\" metadata")))?;
         let run: RunMeta = serde_json::from_str(json)
             .map_err(|e| data_err(path, None, format!("metadata \"{RUN_KEY}\" is not valid: {e}")))?;
         if run.format != RUN_FORMAT || run.version != 1 {

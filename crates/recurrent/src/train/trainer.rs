@@ -202,14 +202,24 @@ impl Trainer {
         let method = match (self.cfg.method, train) {
             (Estimator::Bptt, TrainData::Stream(_)) => Estimator::Tbptt,
             (m, TrainData::Stream(_)) if m.is_online() => {
-                return Err(config_err("estimator", m, "online estimators take real-valued inputs; this task embeds tokens"))
+                return Err(config_err(
+                    "estimator",
+                    m,
+                    "online estimators take real-valued inputs; this task embeds tokens",
+                ))
             }
             (m, _) => m,
         };
         Ok(EstimatorConfig { method, truncation: self.cfg.truncation, memory_limit: self.cfg.memory_limit })
     }
 
-    fn fit_inner(&mut self, train: TrainData, val: TrainData, obs: &mut dyn Observer, comm: &dyn Comm) -> Result<FitReport> {
+    fn fit_inner(
+        &mut self,
+        train: TrainData,
+        val: TrainData,
+        obs: &mut dyn Observer,
+        comm: &dyn Comm,
+    ) -> Result<FitReport> {
         let est = self.estimator(&train)?;
         if est.method.is_online() {
             // Fail early, naming the need and the limit, rather than in the first batch.
@@ -297,7 +307,11 @@ impl Trainer {
             agree(comm, run.obs.epoch_end(&end))?;
             if reached {
                 let goal = self.cfg.stop_at.unwrap_or(f64::NAN);
-                run.obs.info(&format!("stop: validation {} {:.5} reached the goal {goal}", self.cfg.metric.name(), ev.metric));
+                run.obs.info(&format!(
+                    "stop: validation {} {:.5} reached the goal {goal}",
+                    self.cfg.metric.name(),
+                    ev.metric
+                ));
                 break;
             }
             if patience_out {
@@ -583,11 +597,13 @@ impl Run<'_> {
                 &mut own_rng
             };
             let local = match &stream {
-                Some(stream) => stream.window(model, w, Some(&state), Some(&mut self.grads), Some(window_rng)).map(|r| {
-                    let next = ws.get(k + 1).map_or(w.end, |n| n.start);
-                    state = stream.state_at(model, w, &r.cache, next, &init);
-                    r.loss as f64
-                }),
+                Some(stream) => {
+                    stream.window(model, w, Some(&state), Some(&mut self.grads), Some(window_rng)).map(|r| {
+                        let next = ws.get(k + 1).map_or(w.end, |n| n.start);
+                        state = stream.state_at(model, w, &r.cache, next, &init);
+                        r.loss as f64
+                    })
+                }
                 None => Ok(0.0),
             };
             let loss = local.map_err(|e| self.reducer.fail(self.comm, p, e))?;
@@ -613,7 +629,13 @@ impl Run<'_> {
 
     /// A validation and a metrics line: after every epoch and every
     /// `val_every` steps.
-    fn validate(&mut self, model: &Model<f32>, counters: &mut Counters, val: TrainData, epoch: usize) -> Result<Evaluation> {
+    fn validate(
+        &mut self,
+        model: &Model<f32>,
+        counters: &mut Counters,
+        val: TrainData,
+        epoch: usize,
+    ) -> Result<Evaluation> {
         let ev = evaluate_data(model, val, self.cfg.batch, self.cfg.truncation.k1, &self.cfg.metric, self.comm)?;
         if !ev.loss.is_finite() {
             self.watch.note(format!("validation loss is {}", ev.loss));
