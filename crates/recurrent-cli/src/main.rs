@@ -156,7 +156,7 @@ struct DiagnoseArgs {
     checkpoint: Vec<PathBuf>,
     /// Fresh models to compare (comma-separated cells) when no checkpoint is given [default: the --cell option]
     #[arg(long, value_delimiter = ',')]
-    cells: Vec<String>,
+    cells: Vec<recurrent::CellKind>,
     /// Plot of ||dL/dh_t|| against t, log scale (.svg or .png).
     #[arg(long, default_value = "diagnose.svg")]
     output: PathBuf,
@@ -408,10 +408,10 @@ fn run_diagnose(a: &DiagnoseArgs) -> Result<()> {
         models.push((p.display().to_string(), m));
     }
     if models.is_empty() {
-        let cells = if a.cells.is_empty() { vec![cfg.model.cell.clone()] } else { a.cells.clone() };
+        let cells = if a.cells.is_empty() { vec![cfg.model.cell] } else { a.cells.clone() };
         for c in cells {
             let mut cc = cfg.clone();
-            cc.model.cell = c.clone();
+            cc.model.cell = c;
             cc.validate()?;
             let mcfg = train::model_config(&cc, &prep)?;
             let init = recurrent::InitConfig {
@@ -464,10 +464,16 @@ fn run() -> Result<()> {
     let quiet = recurrent::distributed::launcher_rank().is_some_and(|r| r > 0);
     QUIET.store(quiet, std::sync::atomic::Ordering::Relaxed);
     let cli = Cli::try_parse().unwrap_or_else(|e| {
-        if quiet && e.use_stderr() {
-            std::process::exit(e.exit_code());
+        if !e.use_stderr() {
+            e.exit() // --help, --version
         }
-        e.exit()
+        if !quiet {
+            // One line, as every other error: clap's first line names the flag and the problem.
+            let text = e.render().to_string();
+            let first = text.lines().next().unwrap_or("invalid arguments").trim_start_matches("error: ");
+            eprintln!("error: {first} (see --help)");
+        }
+        std::process::exit(2)
     });
     let command = cli.command.unwrap_or(Command::Train(cli_train::TrainArgs::default()));
     if quiet && !matches!(command, Command::Train(_)) {

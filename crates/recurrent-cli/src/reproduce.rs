@@ -4,6 +4,7 @@
 //! tests small enough for CI (they only show the loss falling); the full
 //! settings are what docs/results.md reports.
 
+use crate::train::config::Task;
 use crate::train::{self, Silent, TrainConfig};
 use recurrent::error::{config_err, Result};
 use serde::Serialize;
@@ -36,9 +37,9 @@ pub struct RunResult {
     pub success: Option<bool>,
 }
 
-fn base(task: &str, out: &Path, variant: &str, seed: u64) -> TrainConfig {
+fn base(task: Task, out: &Path, variant: &str, seed: u64) -> TrainConfig {
     let mut c = TrainConfig::default();
-    c.task = task.into();
+    c.task = task;
     c.seed = seed;
     c.out = Some(out.join(variant.replace([' ', '=', ','], "_")));
     c
@@ -53,8 +54,8 @@ pub fn plan(name: &str, quick: bool, out: &Path, data: &Path) -> Result<Vec<(Str
             for &t in lengths {
                 for (cell, clip) in [("rnn", 1.0), ("rnn", 0.0), ("lstm", 1.0), ("gru", 1.0)] {
                     let v = format!("T={t} {cell}{}", if cell == "rnn" && clip == 0.0 { " no-clip" } else { "" });
-                    let mut c = base("adding", out, &v, 1);
-                    c.model.cell = cell.into();
+                    let mut c = base(Task::Adding, out, &v, 1);
+                    c.model.cell = cell.parse()?;
                     c.model.hidden = if quick { 16 } else { 64 };
                     c.data.length = t;
                     c.data.samples = if quick { 400 } else { 10000 };
@@ -74,8 +75,8 @@ pub fn plan(name: &str, quick: bool, out: &Path, data: &Path) -> Result<Vec<(Str
             for &delay in delays {
                 for cell in ["rnn", "lstm", "gru"] {
                     let v = format!("delay={delay} {cell}");
-                    let mut c = base("copy", out, &v, 1);
-                    c.model.cell = cell.into();
+                    let mut c = base(Task::Copy, out, &v, 1);
+                    c.model.cell = cell.parse()?;
                     c.model.hidden = if quick { 16 } else { 64 };
                     c.data.length = if quick { 3 } else { 5 };
                     c.data.delay = delay;
@@ -100,8 +101,8 @@ pub fn plan(name: &str, quick: bool, out: &Path, data: &Path) -> Result<Vec<(Str
             }
             for cell in ["lstm", "gru"] {
                 let v = cell.to_string();
-                let mut c = base("mnist", out, &v, 1);
-                c.model.cell = cell.into();
+                let mut c = base(Task::Mnist, out, &v, 1);
+                c.model.cell = cell.parse()?;
                 c.model.hidden = if quick { 16 } else { 128 };
                 c.data.path = Some(dir.clone());
                 // Full: 20,000 training images (a third of MNIST) keeps a run near ten minutes here.
@@ -124,8 +125,8 @@ pub fn plan(name: &str, quick: bool, out: &Path, data: &Path) -> Result<Vec<(Str
             }
             for cell in ["lstm", "gru"] {
                 let v = cell.to_string();
-                let mut c = base("charlm", out, &v, 1);
-                c.model.cell = cell.into();
+                let mut c = base(Task::Charlm, out, &v, 1);
+                c.model.cell = cell.parse()?;
                 c.model.hidden = if quick { 32 } else { 256 };
                 c.model.emb_dim = if quick { 16 } else { 64 };
                 c.data.path = Some(f.clone());
@@ -152,8 +153,8 @@ pub fn plan(name: &str, quick: bool, out: &Path, data: &Path) -> Result<Vec<(Str
             }
             for cell in ["lstm", "gru"] {
                 let v = cell.to_string();
-                let mut c = base("forecast", out, &v, 1);
-                c.model.cell = cell.into();
+                let mut c = base(Task::Forecast, out, &v, 1);
+                c.model.cell = cell.parse()?;
                 c.model.hidden = if quick { 16 } else { 64 };
                 c.data.path = Some(f.clone());
                 c.data.date_column = Some("Month".into());

@@ -3,6 +3,7 @@
 //! agreement logic are checked by the default test command too.
 
 use recurrent::distributed::{Comm, ThreadComm};
+use recurrent_cli::train::config::Task;
 use recurrent_cli::train::{train, train_with, Silent, TrainConfig};
 use std::path::Path;
 
@@ -63,7 +64,7 @@ fn thread_ranks_match_one_process_on_a_forecast() {
     // Batch 10: 5 + 5 on 2 ranks, 4 + 3 + 3 on 3.
     let mut cfg = TrainConfig::default();
     cfg.data.length = 300;
-    cfg.model.cell = "gru".into();
+    cfg.model.cell = recurrent::CellKind::Gru;
     cfg.model.layers = 2;
     cfg.model.hidden = 8;
     cfg.train.batch = 10;
@@ -77,7 +78,7 @@ fn thread_ranks_match_one_process_on_a_forecast() {
 fn thread_ranks_match_one_process_on_every_step_targets_with_ignored_steps() {
     // Copy task: a class at every step, most steps ignored; batch 5 (3 + 2, 2 + 2 + 1)
     // and truncated BPTT windows that score different numbers of targets per rank.
-    let mut cfg = TrainConfig { task: "copy".into(), ..Default::default() };
+    let mut cfg = TrainConfig { task: Task::Copy, ..Default::default() };
     cfg.data.length = 4;
     cfg.data.delay = 3;
     cfg.data.samples = 60;
@@ -85,7 +86,7 @@ fn thread_ranks_match_one_process_on_every_step_targets_with_ignored_steps() {
     cfg.train.batch = 5;
     cfg.train.epochs = 1;
     cfg.train.max_steps = 4;
-    cfg.train.estimator = "tbptt".into();
+    cfg.train.estimator = recurrent::grad::Estimator::Tbptt;
     cfg.train.k1 = 3;
     cfg.train.k2 = 5;
     let d = compare(cfg);
@@ -145,7 +146,7 @@ fn ranks_without_examples_still_take_part() {
     let dir = tempfile::tempdir().unwrap();
     let text = dir.path().join("text.txt");
     std::fs::write(&text, "to be or not to be, that is the question. ".repeat(40)).unwrap();
-    let mut cfg = TrainConfig { task: "charlm".into(), ..Default::default() };
+    let mut cfg = TrainConfig { task: Task::Charlm, ..Default::default() };
     cfg.data.path = Some(text);
     cfg.model.hidden = 8;
     cfg.train.batch = 2;

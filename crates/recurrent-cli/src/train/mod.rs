@@ -21,15 +21,13 @@ use recurrent::checkpoint::{self, write_atomic};
 use recurrent::distributed::{agree, broadcast_bytes, Comm, Single};
 use recurrent::error::{config_err, data_err, Result};
 use recurrent::grad::tbptt::Truncation;
-use recurrent::grad::Estimator;
 use recurrent::model::{InitConfig, Model, ModelConfig};
 use recurrent::network::RnnConfig;
-use recurrent::optim::{OptimizerKind, Schedule};
+use recurrent::optim::{OptimizerKind, Schedule, ScheduleName};
 pub use recurrent::train::{
     evaluate, evaluate_data, make_batch, BatchBuf, DataSource, EpochEnd, Evaluation, MetricsLine, Observer, Silent,
 };
-use recurrent::train::{Clipping, Metric, OnNan, RunState, TrainData, Trainer, TrainerConfig};
-use recurrent::CellKind;
+use recurrent::train::{Clipping, Metric, RunState, TrainData, Trainer, TrainerConfig};
 use std::path::{Path, PathBuf};
 use task::{Prepared, TaskData, TaskMeta};
 
@@ -50,8 +48,7 @@ pub struct Summary {
 
 /// The model configuration a training config and task imply.
 pub fn model_config(cfg: &TrainConfig, p: &Prepared) -> Result<ModelConfig> {
-    let cell = CellKind::parse(&cfg.model.cell)
-        .ok_or_else(|| config_err("model.cell", &cfg.model.cell, "expected rnn, rnn_relu, lstm or gru"))?;
+    let cell = cfg.model.cell;
     Ok(ModelConfig {
         rnn: RnnConfig {
             cell,
@@ -70,7 +67,7 @@ pub fn model_config(cfg: &TrainConfig, p: &Prepared) -> Result<ModelConfig> {
 }
 
 fn optimizer_kind(cfg: &TrainConfig) -> Result<OptimizerKind> {
-    let mut k = OptimizerKind::default_for(&cfg.train.optimizer, cfg.train.lr)?;
+    let mut k = OptimizerKind::defaults(cfg.train.optimizer, cfg.train.lr);
     match &mut k {
         OptimizerKind::Sgd { momentum, weight_decay, .. } | OptimizerKind::Rmsprop { momentum, weight_decay, .. } => {
             *momentum = cfg.train.momentum;
@@ -97,16 +94,16 @@ fn optimizer_kind(cfg: &TrainConfig) -> Result<OptimizerKind> {
 
 fn schedule(cfg: &TrainConfig) -> Schedule {
     let t = &cfg.train;
-    match t.schedule.as_str() {
-        "step" => Schedule::Step { step_size: t.step_size, gamma: t.gamma },
-        "exponential" => Schedule::Exponential { gamma: t.gamma },
-        "cosine" => {
+    match t.schedule {
+        ScheduleName::Step => Schedule::Step { step_size: t.step_size, gamma: t.gamma },
+        ScheduleName::Exponential => Schedule::Exponential { gamma: t.gamma },
+        ScheduleName::Cosine => {
             Schedule::CosineWarmup { warmup_epochs: t.warmup, start_factor: 0.1, total_epochs: t.epochs, eta_min: 0.0 }
         }
-        "plateau" => {
+        ScheduleName::Plateau => {
             Schedule::Plateau { factor: t.gamma, patience: t.step_size, threshold: 1e-4, cooldown: 0, min_lr: 0.0 }
         }
-        _ => Schedule::Constant,
+        ScheduleName::Constant => Schedule::Constant,
     }
 }
 
@@ -131,7 +128,7 @@ pub fn trainer_config(cfg: &TrainConfig, p: &Prepared) -> Result<TrainerConfig> 
         optimizer: optimizer_kind(cfg)?,
         schedule: schedule(cfg),
         clip: Clipping { norm: positive(t.clip_norm), value: positive(t.clip_value) },
-        method: Estimator::parse(&t.estimator)?,
+        method: t.estimator,
         truncation: Truncation::new(t.k1, t.k2)?,
         memory_limit: t.memory_limit_mb << 20,
         epochs: t.epochs,
@@ -139,7 +136,7 @@ pub fn trainer_config(cfg: &TrainConfig, p: &Prepared) -> Result<TrainerConfig> 
         batch: t.batch,
         patience: (t.patience > 0).then_some(t.patience),
         stop_at: t.stop_at,
-        on_nan: t.on_nan.parse::<OnNan>()?,
+        on_nan: t.on_nan,
         val_every: some(t.val_every),
         metric: metric(p),
         seed: cfg.seed.wrapping_add(1),

@@ -5,13 +5,13 @@
 //! `TaskMeta`, which the checkpoint stores so `eval`/`predict`/`generate`
 //! reuse it.
 
-use super::config::TrainConfig;
+use super::config::{Task, TrainConfig};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use recurrent::error::{config_err, data_err, Result};
 use recurrent::loss::LossKind;
 use recurrent::model::HeadKind;
-use recurrent_data::{self as data, CsvOptions, TokenSplit, Vocab};
+use recurrent_data::{self as data, CsvOptions, Vocab};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -123,8 +123,8 @@ fn split_counts(n: usize, val: f64, test: f64, what: &str) -> Result<(usize, usi
 /// Prepares the data of `cfg.task`.
 pub fn prepare(cfg: &TrainConfig) -> Result<Prepared> {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x5eed_da7a);
-    match cfg.task.as_str() {
-        "forecast" => {
+    match cfg.task {
+        Task::Forecast => {
             let path = need_path(cfg)?;
             let opts = CsvOptions {
                 header: cfg.data.header,
@@ -134,7 +134,7 @@ pub fn prepare(cfg: &TrainConfig) -> Result<Prepared> {
             let table = data::read_table(path, &opts)?;
             forecast(cfg, path, &table.names, &table.columns, &|name: &str| table.column_index(name))
         }
-        "mackey-glass" => {
+        Task::MackeyGlass => {
             let series = data::mackey_glass(cfg.data.length, cfg.data.tau, &mut rng)?;
             let names = vec!["x".to_string()];
             let cols = vec![series];
@@ -146,7 +146,7 @@ pub fn prepare(cfg: &TrainConfig) -> Result<Prepared> {
                 }
             })
         }
-        "classify" => {
+        Task::Classify => {
             let path = need_path(cfg)?;
             let rows = data::read_labeled_rows(
                 path,
@@ -157,7 +157,7 @@ pub fn prepare(cfg: &TrainConfig) -> Result<Prepared> {
             let seqs: Vec<Vec<Vec<f64>>> = rows.rows.into_iter().map(|r| vec![r]).collect();
             sequences(cfg, seqs, rows.labels, None, Vec::new(), &mut rng)
         }
-        "ts" => {
+        Task::Ts => {
             let path = need_path(cfg)?;
             let train = data::read_ts(path)?;
             let test_path = match &cfg.data.test_path {
@@ -172,12 +172,11 @@ pub fn prepare(cfg: &TrainConfig) -> Result<Prepared> {
             let test = test.map(|t| (t.series, t.labels));
             sequences(cfg, train.series, train.labels, test, classes, &mut rng)
         }
-        "mnist" => mnist(cfg, need_path(cfg)?),
-        "tokens" => tokens(cfg, need_path(cfg)?, &mut rng),
-        "charlm" => charlm(cfg, need_path(cfg)?),
-        "adding" => adding(cfg, &mut rng),
-        "copy" => copy(cfg, &mut rng),
-        other => Err(config_err("task", other, format!("expected one of {}", super::config::TASKS.join(", ")))),
+        Task::Mnist => mnist(cfg, need_path(cfg)?),
+        Task::Tokens => tokens(cfg, need_path(cfg)?, &mut rng),
+        Task::Charlm => charlm(cfg, need_path(cfg)?),
+        Task::Adding => adding(cfg, &mut rng),
+        Task::Copy => copy(cfg, &mut rng),
     }
 }
 
@@ -455,7 +454,7 @@ fn mnist(cfg: &TrainConfig, dir: &Path) -> Result<Prepared> {
 
 /// Token-sequence classification from a CSV/TSV of (label, text).
 fn tokens(cfg: &TrainConfig, path: &Path, rng: &mut rand_chacha::ChaCha8Rng) -> Result<Prepared> {
-    let split = if cfg.data.split == "whitespace" { TokenSplit::Whitespace } else { TokenSplit::Chars };
+    let split = cfg.data.split;
     let delim = (cfg.data.delimiter != ",").then(|| cfg.data.delimiter.as_bytes()[0]);
     let rows =
         data::read_token_examples(path, delim, cfg.data.header, &cfg.data.label_column, &cfg.data.text_column, split)?;
@@ -551,7 +550,7 @@ fn charlm(cfg: &TrainConfig, path: &Path) -> Result<Prepared> {
 
 fn empty_meta(cfg: &TrainConfig) -> TaskMeta {
     TaskMeta {
-        task: cfg.task.clone(),
+        task: cfg.task.to_string(),
         data: cfg.data.clone(),
         input_columns: Vec::new(),
         target_columns: Vec::new(),

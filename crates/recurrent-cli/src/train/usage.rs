@@ -9,7 +9,7 @@ use recurrent::checkpoint;
 use recurrent::error::{config_err, data_err, Result};
 use recurrent::model::{Batch, Model, SeqInput};
 use recurrent::train::{evaluate, evaluate_stream, make_batch, DataSource, Evaluation, Metric};
-use recurrent_data::{self as data, CsvOptions, TokenSplit};
+use recurrent_data::{self as data, CsvOptions};
 use std::path::Path;
 
 /// A checkpoint with its task metadata.
@@ -205,7 +205,7 @@ fn labelled(meta: &TaskMeta, path: &Path, need_labels: bool) -> Result<(Examples
 
 fn token_examples(meta: &TaskMeta, path: &Path, need_labels: bool) -> Result<Examples> {
     let vocab = meta.vocab.as_ref().ok_or_else(|| data_err(path, None, "checkpoint lacks the vocabulary"))?;
-    let split = if meta.data.split == "whitespace" { TokenSplit::Whitespace } else { TokenSplit::Chars };
+    let split = meta.data.split;
     let delim = (meta.data.delimiter != ",").then(|| meta.data.delimiter.as_bytes()[0]);
     let rows = data::read_token_examples(
         path,
