@@ -7,15 +7,18 @@
 use crate::cells::CellKind;
 use crate::error::{check_len, config_err, shape_err, Error, Result};
 use crate::float::Float;
+use crate::infer::{InferWork, Runner};
 use crate::init::{normal, uniform};
 use crate::linalg::{gemm, sum_rows_into, Tr};
 use crate::loss::{loss_forward_backward, LossKind, Targets};
 use crate::network::{
-    check_lengths, register_params, rnn_backward, rnn_forward, DirParams, RnnCache, RnnConfig, RnnState,
+    backward_into, check_lengths, check_sweep, register_params, sweep, BackwardWork, DirParams, Keep, PackedNet,
+    RnnCache, RnnConfig, RnnState, StepScratch,
 };
 use crate::params::ParamTable;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
+use std::sync::Mutex;
 
 /// Where the Linear head reads the recurrent output.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -30,13 +33,16 @@ pub enum HeadKind {
 /// A whole model: embedding (optional), recurrent stack, head, loss.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ModelConfig {
+    /// The recurrent stack.
     pub rnn: RnnConfig,
     /// Vocabulary size when inputs are token ids (an embedding of width
     /// `rnn.input_size` is then added); `None` for real-valued inputs.
     pub vocab: Option<usize>,
+    /// Where the Linear head reads the recurrent output.
     pub head: HeadKind,
     /// O: width of the head's output.
     pub out_size: usize,
+    /// The loss the model is trained on.
     pub loss: LossKind,
 }
 
@@ -80,9 +86,13 @@ pub enum SeqInput<'a, F> {
 /// One batch: inputs, sizes, layout and optional per-sequence lengths.
 #[derive(Clone, Copy, Debug)]
 pub struct Batch<'a, F> {
+    /// The inputs, in the layout `batch_first` says.
     pub input: SeqInput<'a, F>,
+    /// B: sequences in the batch.
     pub batch: usize,
+    /// T: steps of the longest sequence.
     pub seq_len: usize,
+    /// Whether inputs (and outputs) are [B, T, ..] rather than [T, B, ..].
     pub batch_first: bool,
     /// Valid length of each sequence (1..=T); `None` means all T.
     pub lengths: Option<&'a [usize]>,
@@ -99,14 +109,18 @@ pub struct ModelOutput<F> {
     pub state: RnnState<F>,
 }
 
-/// What `Model::backward` needs from the forward pass.
-#[derive(Clone, Debug)]
+/// What `Model::backward` needs from the forward pass. Hand it back with
+/// `Model::recycle` once done, and the next forward pass reuses its buffers.
+#[derive(Clone, Debug, Default)]
 pub struct ModelCache<F> {
+    /// The recurrent stack's cache (every step).
     pub rnn: RnnCache<F>,
     /// Token ids, time-major [T, B] (embedding models).
     pub tokens: Vec<usize>,
-    /// Head input [N, D*H]: N = B (last) or T*B (every, time-major).
+    /// Head input of the last-step head [B, D*H] (empty for the every-step
+    /// head, which reads `rnn.output` [T*B, D*H]); see `head_input`.
     pub feature: Vec<F>,
+    /// Whether the batch was batch-first (the layout of y and dy).
     pub batch_first: bool,
     /// Step read by the last-step head for each sequence (`None`: not scored).
     pub last: Vec<Option<usize>>,
@@ -114,11 +128,87 @@ pub struct ModelCache<F> {
     pub loss_from: usize,
 }
 
+impl<F> ModelCache<F> {
+    /// The head's input [N, D*H]: N = B (last-step head) or T*B (every
+    /// step, time-major).
+    pub fn head_input(&self) -> &[F] {
+        if self.feature.is_empty() {
+            &self.rnn.output
+        } else {
+            &self.feature
+        }
+    }
+}
+
 /// Time-major inputs: x [T, B, I] or token ids [T, B].
 #[derive(Clone, Debug)]
 pub enum TimeMajor<F> {
+    /// Real-valued inputs [T, B, I].
     Dense(Vec<F>),
+    /// Token ids [T, B].
     Tokens(Vec<usize>),
+}
+
+/// The workspaces of the backward pass beyond the recurrent stack's.
+#[derive(Debug, Default)]
+struct BackScratch<F> {
+    rnn: BackwardWork<F>,
+    /// dy time-major [T, B, O] (every-step head, batch-first batches).
+    dy_tm: Vec<F>,
+    /// dL/d(head input) [N, D*H].
+    dfeature: Vec<F>,
+    /// dL/d(recurrent output) [T, B, D*H] (last-step head).
+    dout: Vec<F>,
+}
+
+/// The forward pass's packed weights and per-step workspace.
+#[derive(Debug, Default)]
+struct ForwardScratch<F> {
+    packed: PackedNet<F>,
+    step: StepScratch<F>,
+}
+
+/// Buffers handed from one call to the next, so that a loop at a fixed
+/// shape allocates its large buffers once (behind locks: a `Model` is
+/// shared between threads). A clone of the model starts with none.
+#[derive(Default)]
+struct Pool<F> {
+    caches: Mutex<Vec<ModelCache<F>>>,
+    forward: Mutex<Vec<ForwardScratch<F>>>,
+    backward: Mutex<Vec<BackScratch<F>>>,
+    infer: Mutex<Vec<InferWork<F>>>,
+}
+
+/// At most this many sets of each kind of buffer are kept.
+const POOL_KEEP: usize = 2;
+
+fn take<T: Default>(m: &Mutex<Vec<T>>) -> T {
+    m.lock().ok().and_then(|mut v| v.pop()).unwrap_or_default()
+}
+
+fn put<T>(m: &Mutex<Vec<T>>, item: T) {
+    if let Ok(mut v) = m.lock() {
+        if v.len() < POOL_KEEP {
+            v.push(item);
+        }
+    }
+}
+
+impl<F> Clone for Pool<F> {
+    fn clone(&self) -> Self {
+        Pool {
+            caches: Mutex::default(),
+            forward: Mutex::default(),
+            backward: Mutex::default(),
+            infer: Mutex::default(),
+        }
+    }
+}
+
+impl<F> std::fmt::Debug for Pool<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Pool")
+    }
 }
 
 /// Gradients with respect to the model's inputs.
@@ -137,14 +227,18 @@ pub struct InputGrads<F> {
 /// A model with its parameters in one flat buffer laid out by `table`.
 #[derive(Clone, Debug)]
 pub struct Model<F> {
+    /// Its configuration.
     pub cfg: ModelConfig,
+    /// The layout of `params` (and of gradients and optimizer states).
     pub table: ParamTable,
     /// All parameters, one flat buffer.
     pub params: Vec<F>,
+    /// The recurrent parameters of each (layer, direction), index l*D + d.
     pub dirs: Vec<DirParams>,
     emb: Option<usize>,
     fc_w: usize,
     fc_b: usize,
+    pool: Pool<F>,
 }
 
 /// Transposes the two leading axes of x [A, B, W] into [B, A, W].
@@ -156,6 +250,16 @@ pub fn swap_leading<F: Copy + Default>(x: &[F], a: usize, b: usize, w: usize) ->
         }
     }
     out
+}
+
+/// `swap_leading` into `out` (resized to x's length, reusing its allocation).
+pub(crate) fn swap_leading_into<F: Copy + Default>(x: &[F], a: usize, b: usize, w: usize, out: &mut Vec<F>) {
+    out.resize(x.len(), F::default());
+    for i in 0..a {
+        for j in 0..b {
+            out[(j * a + i) * w..(j * a + i + 1) * w].copy_from_slice(&x[(i * b + j) * w..(i * b + j + 1) * w]);
+        }
+    }
 }
 
 impl<F: Float> Model<F> {
@@ -174,7 +278,7 @@ impl<F: Float> Model<F> {
         cfg.validate()?;
         let (table, dirs, emb, fc_w, fc_b) = Self::layout(&cfg);
         let params = vec![F::zero(); table.len()];
-        Ok(Model { cfg, table, params, dirs, emb, fc_w, fc_b })
+        Ok(Model { cfg, table, params, dirs, emb, fc_w, fc_b, pool: Pool::default() })
     }
 
     /// A model initialised as PyTorch does by default (then `init` options).
@@ -196,11 +300,9 @@ impl<F: Float> Model<F> {
             }
         }
         for dp in self.dirs.clone() {
-            for idx in [dp.w_ih, dp.w_hh, dp.b_ih, dp.b_hh] {
-                if idx != usize::MAX {
-                    for v in self.table.view_mut(&mut self.params, idx) {
-                        *v = F::of(uniform(rng, -k, k));
-                    }
+            for idx in dp.indices() {
+                for v in self.table.view_mut(&mut self.params, idx) {
+                    *v = F::of(uniform(rng, -k, k));
                 }
             }
         }
@@ -233,13 +335,13 @@ impl<F: Float> Model<F> {
                 if self.cfg.rnn.cell != CellKind::Lstm {
                     return Err(config_err("forget_bias", fb, "applies to an LSTM only"));
                 }
-                if !self.cfg.rnn.bias {
+                let Some(bp) = dp.bias else {
                     return Err(config_err("forget_bias", fb, "the network has no biases (bias = false)"));
-                }
+                };
                 let off = crate::cells::LstmGate::F.offset(h);
-                let bi = self.table.view_mut(&mut self.params, dp.b_ih);
+                let bi = self.table.view_mut(&mut self.params, bp.ih);
                 bi[off..off + h].iter_mut().for_each(|v| *v = F::of(fb));
-                let bh = self.table.view_mut(&mut self.params, dp.b_hh);
+                let bh = self.table.view_mut(&mut self.params, bp.hh);
                 bh[off..off + h].iter_mut().for_each(|v| *v = F::zero());
             }
         }
@@ -256,6 +358,7 @@ impl<F: Float> Model<F> {
             emb: self.emb,
             fc_w: self.fc_w,
             fc_b: self.fc_b,
+            pool: Pool::default(),
         }
     }
 
@@ -315,17 +418,8 @@ impl<F: Float> Model<F> {
             self.check_state(s, batch.batch)?;
         }
         let (b, t) = (batch.batch, batch.seq_len);
-        let i = self.cfg.rnn.input_size;
-        let input = match batch.input {
-            SeqInput::Dense(x) => {
-                TimeMajor::Dense(if batch.batch_first { swap_leading(x, b, t, i) } else { x.to_vec() })
-            }
-            SeqInput::Tokens(ids) => {
-                TimeMajor::Tokens(if batch.batch_first { swap_leading(ids, b, t, 1) } else { ids.to_vec() })
-            }
-        };
         let last = lengths.iter().map(|&l| Some(l - 1)).collect();
-        self.forward_tm(input, t, b, batch.batch_first, lengths, last, 0, state0, dropout_rng)
+        self.forward_tm(batch.input, batch.batch_first, t, b, &lengths, last, 0, state0, dropout_rng)
     }
 
     /// Forward pass for prediction: the same outputs as `forward`, without
@@ -346,22 +440,14 @@ impl<F: Float> Model<F> {
             }
             None => self.zero_state(b),
         };
-        let i = self.cfg.rnn.input_size;
-        let x_tm: Vec<F> = match batch.input {
-            SeqInput::Dense(x) => {
-                if batch.batch_first {
-                    swap_leading(x, b, t, i)
-                } else {
-                    x.to_vec()
-                }
-            }
-            SeqInput::Tokens(ids) => {
-                let ids = if batch.batch_first { swap_leading(ids, b, t, 1) } else { ids.to_vec() };
-                self.embed(&ids)
-            }
-        };
-        let mut runner = self.runner()?;
-        let out_tm = runner.forward(&x_tm, t, b, &lengths, &mut state)?;
+        let mut runner =
+            Runner::with_work(&self.cfg.rnn, &self.table, &self.dirs, &self.params, take(&self.pool.infer))?;
+        let fill = |input: &mut [F]| self.fill_input(batch.input, batch.batch_first, t, b, input);
+        if let Err(e) = runner.forward_filled(t, b, &lengths, &mut state, fill) {
+            put(&self.pool.infer, runner.into_work());
+            return Err(e);
+        }
+        let out_tm = runner.output();
         let dh = self.cfg.rnn.output_size();
         let o = self.cfg.out_size;
         let y = match self.cfg.head {
@@ -377,7 +463,7 @@ impl<F: Float> Model<F> {
             }
             HeadKind::Every => {
                 let mut y = vec![F::zero(); t * b * o];
-                self.head_forward(&out_tm, t * b, &mut y);
+                self.head_forward(out_tm, t * b, &mut y);
                 if batch.batch_first {
                     swap_leading(&y, t, b, o)
                 } else {
@@ -385,93 +471,126 @@ impl<F: Float> Model<F> {
                 }
             }
         };
-        let out = if batch.batch_first { swap_leading(&out_tm, t, b, dh) } else { out_tm };
+        let out = if batch.batch_first { swap_leading(out_tm, t, b, dh) } else { out_tm.to_vec() };
+        put(&self.pool.infer, runner.into_work());
         Ok(ModelOutput { y, out, state })
     }
 
     /// A forward-only runner over this model's recurrent stack (weights
     /// packed once): the fast path for streaming one step at a time.
-    pub fn runner(&self) -> Result<crate::infer::Runner<'_, F>> {
-        crate::infer::Runner::new(&self.cfg.rnn, &self.table, &self.dirs, &self.params)
+    pub fn runner(&self) -> Result<Runner<'_, F>> {
+        Runner::new(&self.cfg.rnn, &self.table, &self.dirs, &self.params)
     }
 
-    /// Embedding rows of token ids [N] -> [N, I].
-    fn embed(&self, ids: &[usize]) -> Vec<F> {
+    /// Embedding rows of token ids [N] into x [N, I].
+    fn embed_into(&self, ids: &[usize], x: &mut [F]) {
         let i = self.cfg.rnn.input_size;
         let e = self.table.view(&self.params, self.emb.expect("checked: embedding model"));
-        let mut x = vec![F::zero(); ids.len() * i];
         for (row, &tok) in x.chunks_exact_mut(i).zip(ids) {
             row.copy_from_slice(&e[tok * i..(tok + 1) * i]);
         }
-        x
     }
 
-    /// Forward pass on time-major inputs, unchecked (the callers validate).
+    /// Writes the recurrent stack's input x [T, B, I] for `input` (laid out
+    /// [B, T, ..] when `batch_first`, else [T, B, ..]): real values moved
+    /// to time-major, or the embedding rows of token ids.
+    fn fill_input(&self, input: SeqInput<'_, F>, batch_first: bool, t: usize, b: usize, x: &mut [F]) {
+        let i = self.cfg.rnn.input_size;
+        match input {
+            SeqInput::Dense(v) if batch_first => {
+                for (r, seq) in v.chunks_exact(t * i).enumerate() {
+                    for (tt, row) in seq.chunks_exact(i).enumerate() {
+                        x[(tt * b + r) * i..(tt * b + r + 1) * i].copy_from_slice(row);
+                    }
+                }
+            }
+            SeqInput::Dense(v) => x.copy_from_slice(v),
+            SeqInput::Tokens(ids) => {
+                let e = self.table.view(&self.params, self.emb.expect("checked: embedding model"));
+                for (k, row) in x.chunks_exact_mut(i).enumerate() {
+                    // Row k of x is (time k / B, sequence k % B).
+                    let tok = if batch_first { ids[(k % b) * t + k / b] } else { ids[k] };
+                    row.copy_from_slice(&e[tok * i..(tok + 1) * i]);
+                }
+            }
+        }
+    }
+
+    /// Forward pass, unchecked (the callers validate), keeping every step
+    /// in a cache taken from the model's pool. `input` is laid out
+    /// [B, T, ..] when `batch_first` (as are the outputs), else [T, B, ..].
     /// Lengths may be 0 (a finished sequence inside a truncated-BPTT window);
     /// `last[b]` is the step the last-step head reads for sequence b (`None`:
     /// no target for it here); steps before `loss_from` are not counted.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn forward_tm<R: Rng>(
         &self,
-        input: TimeMajor<F>,
+        input: SeqInput<'_, F>,
+        batch_first: bool,
         t: usize,
         b: usize,
-        batch_first: bool,
-        lengths: Vec<usize>,
+        lengths: &[usize],
         last: Vec<Option<usize>>,
         loss_from: usize,
         state0: Option<&RnnState<F>>,
         dropout_rng: Option<&mut R>,
     ) -> Result<(ModelOutput<F>, ModelCache<F>)> {
-        let mut tokens = Vec::new();
-        let x_tm: Vec<F> = match input {
-            TimeMajor::Dense(x) => x,
-            TimeMajor::Tokens(ids) => {
-                tokens = ids;
-                self.embed(&tokens)
+        let mut state = state0.cloned().unwrap_or_default();
+        check_sweep(&self.cfg.rnn, t, b, lengths, &state)?;
+        let mut cache = take(&self.pool.caches);
+        cache.rnn.prepare(&self.cfg.rnn, t, b, lengths, Keep::All);
+        cache.tokens.clear();
+        if let SeqInput::Tokens(ids) = input {
+            if batch_first {
+                swap_leading_into(ids, b, t, 1, &mut cache.tokens);
+            } else {
+                cache.tokens.extend_from_slice(ids);
             }
-        };
-        let (h0, c0): (&[F], &[F]) = match state0 {
-            Some(s) => (&s.h, &s.c),
-            None => (&[], &[]),
-        };
-        let (rnn, state) = rnn_forward(
-            &self.cfg.rnn,
-            &self.table,
-            &self.dirs,
-            &self.params,
-            &x_tm,
-            t,
-            b,
-            &lengths,
-            h0,
-            c0,
-            dropout_rng,
-        )?;
+            let x = &mut cache.rnn.inputs[0];
+            self.embed_into(&cache.tokens, x);
+        } else {
+            self.fill_input(input, batch_first, t, b, &mut cache.rnn.inputs[0]);
+        }
+        let mut fwd = take(&self.pool.forward);
+        fwd.packed.pack(&self.cfg.rnn, &self.table, &self.dirs, &self.params);
+        sweep(&self.cfg.rnn, &fwd.packed, &mut cache.rnn, &mut fwd.step, &mut state, dropout_rng);
+        put(&self.pool.forward, fwd);
         let dh = self.cfg.rnn.output_size();
         let o = self.cfg.out_size;
-        let feature: Vec<F> = match self.cfg.head {
+        let rnn = &cache.rnn;
+        match self.cfg.head {
             HeadKind::Last => {
-                let mut f = vec![F::zero(); b * dh];
-                for r in 0..b {
-                    if let Some(tt) = last[r] {
-                        f[r * dh..(r + 1) * dh].copy_from_slice(&rnn.output[(tt * b + r) * dh..(tt * b + r + 1) * dh]);
+                let f = &mut cache.feature;
+                f.resize(b * dh, F::zero());
+                for (r, row) in f.chunks_exact_mut(dh).enumerate() {
+                    match last[r] {
+                        Some(tt) => row.copy_from_slice(&rnn.output[(tt * b + r) * dh..(tt * b + r + 1) * dh]),
+                        None => row.iter_mut().for_each(|v| *v = F::zero()),
                     }
                 }
-                f
             }
-            HeadKind::Every => rnn.output.clone(),
-        };
-        let n = feature.len() / dh;
+            HeadKind::Every => cache.feature.clear(),
+        }
+        let n = cache.head_input().len() / dh;
         let mut y = vec![F::zero(); n * o];
-        self.head_forward(&feature, n, &mut y);
+        self.head_forward(cache.head_input(), n, &mut y);
         let (y, out) = if batch_first {
             let y = if self.cfg.head == HeadKind::Every { swap_leading(&y, t, b, o) } else { y };
-            (y, swap_leading(&rnn.output, t, b, dh))
+            (y, swap_leading(&cache.rnn.output, t, b, dh))
         } else {
-            (y, rnn.output.clone())
+            (y, cache.rnn.output.clone())
         };
-        Ok((ModelOutput { y, out, state }, ModelCache { rnn, tokens, feature, batch_first, last, loss_from }))
+        cache.batch_first = batch_first;
+        cache.last = last;
+        cache.loss_from = loss_from;
+        Ok((ModelOutput { y, out, state }, cache))
+    }
+
+    /// Hands a cache back once its backward pass is done: the next forward
+    /// pass reuses its buffers instead of allocating new ones (optional; a
+    /// cache dropped instead is simply freed).
+    pub fn recycle(&self, cache: ModelCache<F>) {
+        put(&self.pool.caches, cache);
     }
 
     /// y [N, O] = feature [N, D*H] W_fcᵀ + b_fc
@@ -518,29 +637,37 @@ impl<F: Float> Model<F> {
         check_len("grads", grads.len(), self.table.len(), "[number of parameters]")?;
         let (t, b) = (cache.rnn.seq_len, cache.rnn.batch);
         let (dh, o) = (self.cfg.rnn.output_size(), self.cfg.out_size);
-        let n = cache.feature.len() / dh;
+        let feature = cache.head_input();
+        let n = feature.len() / dh;
         check_len("dy", dy.len(), n * o, || format!("[{n} x O={o}]"))?;
-        let dy_tm =
-            if cache.batch_first && self.cfg.head == HeadKind::Every { swap_leading(dy, b, t, o) } else { dy.to_vec() };
+        let mut work = take(&self.pool.backward);
+        let BackScratch { rnn: rnn_work, dy_tm, dfeature, dout } = &mut work;
+        let dy_tm: &[F] = if cache.batch_first && self.cfg.head == HeadKind::Every {
+            swap_leading_into(dy, b, t, o, dy_tm);
+            dy_tm
+        } else {
+            dy
+        };
         // y = feature W_fcᵀ + b  =>  dW_fc += dyᵀ feature, db += Σ dy, dfeature = dy W_fc
         {
             let [dw, db] = self.table.views_mut(grads, [self.fc_w, self.fc_b]);
-            gemm(o, n, dh, F::one(), &dy_tm, Tr::T, &cache.feature, Tr::N, F::one(), dw);
-            sum_rows_into(db, &dy_tm);
+            gemm(o, n, dh, F::one(), dy_tm, Tr::T, feature, Tr::N, F::one(), dw);
+            sum_rows_into(db, dy_tm);
         }
         let w = self.table.view(&self.params, self.fc_w);
-        let mut dfeature = vec![F::zero(); n * dh];
-        gemm(n, o, dh, F::one(), &dy_tm, Tr::N, w, Tr::N, F::zero(), &mut dfeature);
-        let dout = match self.cfg.head {
+        dfeature.resize(n * dh, F::zero());
+        gemm(n, o, dh, F::one(), dy_tm, Tr::N, w, Tr::N, F::zero(), dfeature);
+        let dout: &[F] = match self.cfg.head {
             HeadKind::Every => dfeature,
             HeadKind::Last => {
-                let mut d = vec![F::zero(); t * b * dh];
+                dout.clear();
+                dout.resize(t * b * dh, F::zero());
                 for r in 0..b {
                     if let Some(tt) = cache.last[r] {
-                        d[(tt * b + r) * dh..(tt * b + r + 1) * dh].copy_from_slice(&dfeature[r * dh..(r + 1) * dh]);
+                        dout[(tt * b + r) * dh..(tt * b + r + 1) * dh].copy_from_slice(&dfeature[r * dh..(r + 1) * dh]);
                     }
                 }
-                d
+                dout
             }
         };
         let (dh_n, dc_n): (&[F], &[F]) = match dstate {
@@ -548,18 +675,24 @@ impl<F: Float> Model<F> {
             None => (&[], &[]),
         };
         let embed = self.emb.is_some();
-        let g = rnn_backward(
+        let r = backward_into(
             &self.cfg.rnn,
             &self.table,
             &self.dirs,
             &self.params,
             &cache.rnn,
-            &dout,
+            dout,
             dh_n,
             dc_n,
             grads,
             want_dx || embed,
-        )?;
+            rnn_work,
+        );
+        if let Err(e) = r {
+            put(&self.pool.backward, work);
+            return Err(e);
+        }
+        let g = &rnn_work.grads;
         let i = self.cfg.rnn.input_size;
         let dx = if let Some(e) = self.emb {
             // x[t, b] = E[token]  =>  dE[token] += dx[t, b]
@@ -572,10 +705,14 @@ impl<F: Float> Model<F> {
             Vec::new()
         } else if want_dx && cache.batch_first {
             swap_leading(&g.dx, t, b, i)
+        } else if want_dx {
+            g.dx.clone()
         } else {
-            g.dx
+            Vec::new()
         };
-        Ok(InputGrads { dx, dh0: g.dh0, dc0: g.dc0, dh_norms: g.dh_norms })
+        let out = InputGrads { dx, dh0: g.dh0.clone(), dc0: g.dc0.clone(), dh_norms: g.dh_norms.clone() };
+        put(&self.pool.backward, work);
+        Ok(out)
     }
 
     /// Forward, loss and backward in one call; gradients are *added* to `grads`.
@@ -590,6 +727,7 @@ impl<F: Float> Model<F> {
         let (out, cache) = self.forward(batch, state0, dropout_rng)?;
         let (loss, dy) = self.loss(&out.y, targets, &cache)?;
         self.backward(&cache, &dy, None, grads, false)?;
+        self.recycle(cache);
         Ok((loss, out))
     }
 

@@ -83,16 +83,12 @@ impl ParamTable {
     }
 
     /// Disjoint mutable views of several tensors at once (indices must be
-    /// strictly increasing). An index of `usize::MAX` yields an empty slice,
-    /// which is how an absent tensor (bias = false) is passed along.
+    /// strictly increasing).
     pub fn views_mut<'a, F, const N: usize>(&self, buf: &'a mut [F], indices: [usize; N]) -> [&'a mut [F]; N] {
         let mut rest: &'a mut [F] = buf;
         let mut consumed = 0usize;
         let mut out: [&'a mut [F]; N] = std::array::from_fn(|_| <&mut [F]>::default());
         for (slot, &idx) in out.iter_mut().zip(indices.iter()) {
-            if idx == usize::MAX {
-                continue;
-            }
             let s = &self.specs[idx];
             assert!(s.offset >= consumed, "views_mut: indices must be increasing");
             let tmp = std::mem::take(&mut rest);
@@ -136,9 +132,8 @@ mod tests {
         assert_eq!(va, &[0.0, 1.0, 2.0, 3.0, 4.0, 5.0]);
         assert_eq!(vc, &[10.0]);
         assert_eq!(t.view(&buf, b), &[6.0, 7.0, 8.0, 9.0]);
-        let [x, none] = t.views_mut(&mut buf, [b, usize::MAX]);
-        assert_eq!(x.len(), 4);
-        assert!(none.is_empty());
+        let [x, y] = t.views_mut(&mut buf, [b, c]);
+        assert_eq!((x.len(), y.len()), (4, 1));
         assert!(t.set(&mut buf, "b", &[2, 2], &[0.0; 4]).is_err());
         assert!(matches!(t.index_of("zzz"), Err(Error::Param { .. })));
     }

@@ -89,8 +89,8 @@ pub fn rnn_forward_reference(
             let dp = model.dirs[l * nd + d];
             let w_ih = model.table.view(&model.params, dp.w_ih);
             let w_hh = model.table.view(&model.params, dp.w_hh);
-            let b_ih = cfg.bias.then(|| model.table.view(&model.params, dp.b_ih));
-            let b_hh = cfg.bias.then(|| model.table.view(&model.params, dp.b_hh));
+            let b_ih = dp.bias.map(|b| model.table.view(&model.params, b.ih));
+            let b_hh = dp.bias.map(|b| model.table.view(&model.params, b.hh));
             for b in 0..batch {
                 let k = ((l * nd + d) * batch + b) * h;
                 let mut hs = h0.get(k..k + h).map_or(vec![0.0; h], |v| v.to_vec());

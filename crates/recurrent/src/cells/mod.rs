@@ -33,16 +33,39 @@ crate::choice! {
 impl CellKind {
     /// Gate blocks G: the fused weights have G*H rows.
     pub fn gates(self) -> usize {
-        match self {
-            CellKind::RnnTanh | CellKind::RnnRelu => 1,
-            CellKind::Lstm => 4,
-            CellKind::Gru => 3,
+        struct Gates;
+        impl CellFn<f64> for Gates {
+            type Output = usize;
+            fn call<C: Cell<f64>>(self, _: C) -> usize {
+                C::GATES
+            }
         }
+        with_cell(self, Gates)
     }
 
     /// Whether the state has a cell vector c besides h.
     pub fn has_c(self) -> bool {
-        self == CellKind::Lstm
+        struct HasC;
+        impl CellFn<f64> for HasC {
+            type Output = bool;
+            fn call<C: Cell<f64>>(self, _: C) -> bool {
+                C::HAS_C
+            }
+        }
+        with_cell(self, HasC)
+    }
+
+    /// Whether the step reads the recurrent pre-activation apart from the
+    /// input one (`Cell::NEEDS_GH`: the GRU).
+    pub fn needs_gh(self) -> bool {
+        struct NeedsGh;
+        impl CellFn<f64> for NeedsGh {
+            type Output = bool;
+            fn call<C: Cell<f64>>(self, _: C) -> bool {
+                C::NEEDS_GH
+            }
+        }
+        with_cell(self, NeedsGh)
     }
 
     /// Parses the names used by the CLI and the fixtures.
@@ -53,6 +76,28 @@ impl CellKind {
     /// Short name (PyTorch module it matches in parentheses in docs).
     pub fn name(self) -> &'static str {
         crate::choice::Choice::name(self)
+    }
+}
+
+/// Work generic over the cell type, run by [`with_cell`] with the cell a
+/// [`CellKind`] names.
+pub trait CellFn<F: Float> {
+    /// What the work returns.
+    type Output;
+    /// Runs the work with `cell`, compiled for its type.
+    fn call<C: Cell<F>>(self, cell: C) -> Self::Output;
+}
+
+/// The one place a [`CellKind`] becomes a cell type: runs `work` with the
+/// cell of `kind` (the forward sweep, the backward pass, the online
+/// estimators' Jacobians and the kind's sizes all go through here).
+#[inline]
+pub fn with_cell<F: Float, W: CellFn<F>>(kind: CellKind, work: W) -> W::Output {
+    match kind {
+        CellKind::RnnTanh => work.call(Elman { relu: false }),
+        CellKind::RnnRelu => work.call(Elman { relu: true }),
+        CellKind::Lstm => work.call(Lstm),
+        CellKind::Gru => work.call(Gru),
     }
 }
 

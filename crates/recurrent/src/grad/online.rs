@@ -29,7 +29,7 @@
 //! estimator is created).
 
 pub use super::learner::{sequence_gradient, OnlineLearner};
-use crate::cells::{Cell, CellKind, Elman, Gru, Lstm};
+use crate::cells::{with_cell, Cell, CellFn, CellKind};
 use crate::error::{config_err, Result};
 use crate::float::Float;
 use crate::linalg::{gemm, Tr};
@@ -81,11 +81,10 @@ struct LayerDims {
     i: usize,
     /// SC * H
     s: usize,
-    /// Offsets of weight_ih, weight_hh, bias_ih, bias_hh from the start of the rnn parameters (bias: usize::MAX when absent).
+    /// Offsets of weight_ih, weight_hh and (bias_ih, bias_hh) from the start of the rnn parameters.
     w_ih: usize,
     w_hh: usize,
-    b_ih: usize,
-    b_hh: usize,
+    bias: Option<(usize, usize)>,
     /// This layer's own parameters: [p0, p1) relative to the rnn start.
     p0: usize,
     p1: usize,
@@ -154,21 +153,15 @@ fn layer_dims<F: Float>(model: &Model<F>) -> Result<(Vec<LayerDims>, usize, usiz
     let mut layers = Vec::new();
     let mut end = rnn_off;
     for (l, dp) in model.dirs.iter().enumerate() {
-        let off = |idx: usize| if idx == usize::MAX { usize::MAX } else { model.table.spec(idx).offset - rnn_off };
-        let last = [dp.w_ih, dp.w_hh, dp.b_ih, dp.b_hh]
-            .into_iter()
-            .filter(|&i| i != usize::MAX)
-            .map(|i| model.table.spec(i).offset + model.table.spec(i).len)
-            .max()
-            .unwrap_or(0);
+        let off = |idx: usize| model.table.spec(idx).offset - rnn_off;
+        let last = dp.indices().map(|i| model.table.spec(i).offset + model.table.spec(i).len).max().unwrap_or(0);
         layers.push(LayerDims {
             h: cfg.hidden_size,
             i: cfg.layer_input(l),
             s: sc * cfg.hidden_size,
             w_ih: off(dp.w_ih),
             w_hh: off(dp.w_hh),
-            b_ih: off(dp.b_ih),
-            b_hh: off(dp.b_hh),
+            bias: dp.bias.map(|b| (off(b.ih), off(b.hh))),
             p0: off(dp.w_ih),
             p1: last - rnn_off,
         });
@@ -312,12 +305,14 @@ impl<F: Float> OnlineState<F> {
                 format!("online update takes one step of batch {}", self.b),
             ));
         }
-        match self.cell {
-            CellKind::RnnTanh => self.local::<Elman>(Elman { relu: false }, model, cache),
-            CellKind::RnnRelu => self.local::<Elman>(Elman { relu: true }, model, cache),
-            CellKind::Lstm => self.local::<Lstm>(Lstm, model, cache),
-            CellKind::Gru => self.local::<Gru>(Gru, model, cache),
+        struct Local<'a, F: Float>(&'a mut OnlineState<F>, &'a Model<F>, &'a RnnCache<F>);
+        impl<F: Float> CellFn<F> for Local<'_, F> {
+            type Output = ();
+            fn call<C: Cell<F>>(self, cell: C) {
+                self.0.local(cell, self.1, self.2)
+            }
         }
+        with_cell(self.cell, Local(self, model, cache));
         let (nl, p) = (self.layers.len(), self.p);
         let params = &model.params[self.rnn_off..self.rnn_off + p];
         match &mut self.inf {
@@ -521,9 +516,9 @@ fn add_immediate_dense<F: Float>(d: &LayerDims, sc: usize, g: usize, jc: &StepJa
                 for (k, hv) in jc.h_prev.iter().enumerate() {
                     row[d.w_hh + r * d.h + k] += mh * *hv;
                 }
-                if d.b_ih != usize::MAX {
-                    row[d.b_ih + r] += mx;
-                    row[d.b_hh + r] += mh;
+                if let Some((b_ih, b_hh)) = d.bias {
+                    row[b_ih + r] += mx;
+                    row[b_hh + r] += mh;
                 }
             }
         }
@@ -621,9 +616,9 @@ fn snap1_accumulate<F: Float>(d: &LayerDims, sc: usize, g: usize, delta: &[F], j
                 for (gv, v) in g_rnn[d.w_hh + r * d.h..d.w_hh + (r + 1) * d.h].iter_mut().zip(&seg[d.i..d.i + d.h]) {
                     *gv += dv * *v;
                 }
-                if d.b_ih != usize::MAX {
-                    g_rnn[d.b_ih + r] += dv * seg[d.i + d.h];
-                    g_rnn[d.b_hh + r] += dv * seg[d.i + d.h + 1];
+                if let Some((b_ih, b_hh)) = d.bias {
+                    g_rnn[b_ih + r] += dv * seg[d.i + d.h];
+                    g_rnn[b_hh + r] += dv * seg[d.i + d.h + 1];
                 }
             }
         }
@@ -648,7 +643,7 @@ fn snap2_mask<F: Float>(model: &Model<F>, layers: &[LayerDims], sc: usize, g: us
                 };
                 in_rows(d.w_ih, d.i)
                     || in_rows(d.w_hh, d.h)
-                    || (d.b_ih != usize::MAX && (in_rows(d.b_ih, 1) || in_rows(d.b_hh, 1)))
+                    || d.bias.is_some_and(|(b_ih, b_hh)| in_rows(b_ih, 1) || in_rows(b_hh, 1))
             };
             let mut m = vec![false; d.s * p];
             for j in 0..d.h {
@@ -724,9 +719,9 @@ fn uoro_update<F: Float>(
                 for (k, hv) in jc.h_prev.iter().enumerate() {
                     nui[d.w_hh + r * d.h + k] += ch * *hv;
                 }
-                if d.b_ih != usize::MAX {
-                    nui[d.b_ih + r] += cx;
-                    nui[d.b_hh + r] += ch;
+                if let Some((b_ih, b_hh)) = d.bias {
+                    nui[b_ih + r] += cx;
+                    nui[b_hh + r] += ch;
                 }
             }
         }

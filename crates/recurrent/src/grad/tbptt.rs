@@ -157,8 +157,8 @@ impl<F: Float> Stream<F> {
         let (b, len) = (self.batch, w.end - w.start);
         let rows = w.start * b..w.end * b;
         let input = match &self.input {
-            TimeMajor::Dense(x) => TimeMajor::Dense(x[rows.start * self.width..rows.end * self.width].to_vec()),
-            TimeMajor::Tokens(x) => TimeMajor::Tokens(x[rows.clone()].to_vec()),
+            TimeMajor::Dense(x) => SeqInput::Dense(&x[rows.start * self.width..rows.end * self.width]),
+            TimeMajor::Tokens(x) => SeqInput::Tokens(&x[rows.clone()]),
         };
         let lengths: Vec<usize> = self.lengths.iter().map(|&l| l.saturating_sub(w.start).min(len)).collect();
         // The last-step head scores sequence r in the window that holds its last step.
@@ -170,7 +170,7 @@ impl<F: Float> Stream<F> {
         let every = model.cfg.head == HeadKind::Every;
         let o = model.cfg.out_size;
         let (output, cache) =
-            model.forward_tm(input, len, b, false, lengths, last, w.score_from - w.start, state, dropout_rng)?;
+            model.forward_tm(input, false, len, b, &lengths, last, w.score_from - w.start, state, dropout_rng)?;
         let targets = match (&self.targets, every) {
             (StreamTargets::Real(v), true) => Targets::Real(&v[rows.start * o..rows.end * o]),
             (StreamTargets::Real(v), false) => Targets::Real(&v[..]),
@@ -275,6 +275,7 @@ pub fn tbptt_until<F: Float, R: Rng>(
         // The next window starts inside this one (k2 >= k1): keep its state, detached.
         let next = ws.get(k + 1).map_or(w.end, |n| n.start);
         state = stream.state_at(model, w, &r.cache, next, &init);
+        model.recycle(r.cache);
         let step = WindowStep { index: k, window: w, loss: r.loss.to_f64().unwrap_or(f64::NAN) };
         if update(model, &mut grads, &step)?.is_break() {
             break;
