@@ -476,6 +476,14 @@ fn run() -> Result<()> {
         if quiet && e.use_stderr() {
             std::process::exit(e.exit_code());
         }
+        if e.use_stderr() {
+            // One line (clap adds a usage block and a hint): its first line names the flag.
+            let text = e.to_string();
+            let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("invalid command line");
+            let first = first.trim().strip_prefix("error: ").unwrap_or(first.trim());
+            eprintln!("error: {}", recurrent::error::clean(first, recurrent::error::MAX_LINE_CHARS - 7));
+            std::process::exit(2);
+        }
         e.exit()
     });
     let command = cli.command.unwrap_or(Command::Train(cli_train::TrainArgs::default()));

@@ -9,7 +9,6 @@
 
 use super::{parse_finite, read_bytes, read_err};
 use recurrent::error::{data_err, Error, Result};
-use std::cmp::Ordering;
 use std::path::{Path, PathBuf};
 
 /// How to read a numeric CSV table.
@@ -96,8 +95,7 @@ pub fn read_table(path: &Path, opts: &CsvOptions) -> Result<Table> {
     let mut numeric: Vec<usize> = Vec::new();
     let mut columns: Vec<Vec<f64>> = Vec::new();
     let mut dates: Option<Vec<String>> = None;
-    // Last date that parsed, with its text for the message.
-    let mut previous: Option<(DateKey, String)> = None;
+    let mut previous = DateOrder::default();
     let mut rows = 0usize;
     scan_records(path, opts.delimiter, |line, fields| {
         let Some(layout) = layout.as_ref() else {
@@ -138,7 +136,7 @@ fn table_row(
     numeric: &[usize],
     columns: &mut [Vec<f64>],
     dates: &mut Option<Vec<String>>,
-    previous: &mut Option<(DateKey, String)>,
+    previous: &mut DateOrder,
     line: usize,
     fields: &csv::StringRecord,
 ) -> Result<()> {
@@ -151,22 +149,7 @@ fn table_row(
         if text.is_empty() {
             return Err(data_err(path, Some(line), format!("column \"{}\": empty date", super::echo(&layout.names[d]))));
         }
-        if let Some(key) = parse_date(text) {
-            if let Some((prev_key, prev_text)) = previous.as_ref() {
-                if key.cmp(prev_key) == Ordering::Less {
-                    return Err(data_err(
-                        path,
-                        Some(line),
-                        format!(
-                            "date \"{}\" is earlier than the previous row (\"{}\"): rows must be in time order",
-                            super::echo(text),
-                            super::echo(prev_text)
-                        ),
-                    ));
-                }
-            }
-            *previous = Some((key, text.to_string()));
-        }
+        previous.check(path, line, text)?;
         dates.push(text.to_string());
     }
     Ok(())
@@ -450,6 +433,205 @@ pub(crate) fn missing_column(name: &str, names: &[String]) -> String {
     format!("column \"{}\" does not exist (columns: {list})", super::echo(name))
 }
 
+/// The order check of a date column. The first value decides: when it is
+/// in a recognised format (an ISO date or date-time as [`parse_date`] reads
+/// it, also with `/` or `.` between the parts, fractional seconds, `Z` or a
+/// `+HH:MM` offset; a plain number such as a year or a Unix time; or
+/// `DD/MM/YYYY` / `MM/DD/YYYY`, for which the file must be in order under
+/// one of the two readings) every later value must be in the same format
+/// and must not go back in time; otherwise (e.g. "1-01") the column is kept
+/// unchecked.
+#[derive(Default)]
+struct DateOrder {
+    /// Whether the first value was recognised (None before the first).
+    checked: Option<bool>,
+    /// The previous value's keys and text.
+    previous: Option<(DateKeys, String)>,
+    /// For day/month dates: whether the day-first and the month-first
+    /// readings are still in order.
+    alive: [bool; 2],
+}
+
+/// Sortable keys of one date value.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum DateKeys {
+    /// Seconds since 1970 of an ISO date or date-time.
+    Iso(f64),
+    /// A plain number.
+    Number(f64),
+    /// `A/B/YYYY`: seconds of the day-first and of the month-first reading
+    /// (None where that reading is not a valid date).
+    DayMonth(Option<f64>, Option<f64>),
+}
+
+impl DateOrder {
+    fn check(&mut self, path: &Path, line: usize, text: &str) -> Result<()> {
+        let keys = date_keys(text);
+        if self.checked.is_none() {
+            self.checked = Some(keys.is_some());
+            self.alive = [true, true];
+        }
+        if self.checked != Some(true) {
+            return Ok(());
+        }
+        let order_err = |prev: &str| {
+            Err(data_err(
+                path,
+                Some(line),
+                format!(
+                    "date \"{}\" is earlier than the previous row (\"{}\"): rows must be in time order",
+                    super::echo(text),
+                    super::echo(prev)
+                ),
+            ))
+        };
+        let Some(keys) = keys else {
+            let first = self.previous.as_ref().map_or(String::new(), |p| p.1.clone());
+            return Err(data_err(
+                path,
+                Some(line),
+                format!(
+                    "date \"{}\" is not in the format of the rows before (\"{}\"), so their order cannot be checked",
+                    super::echo(text),
+                    super::echo(&first)
+                ),
+            ));
+        };
+        if let Some((prev, prev_text)) = &self.previous {
+            match (*prev, keys) {
+                (DateKeys::Iso(a), DateKeys::Iso(b)) | (DateKeys::Number(a), DateKeys::Number(b)) => {
+                    if b < a {
+                        return order_err(prev_text);
+                    }
+                }
+                (DateKeys::DayMonth(a0, a1), DateKeys::DayMonth(b0, b1)) => {
+                    let ok = |a: Option<f64>, b: Option<f64>| matches!((a, b), (Some(a), Some(b)) if b >= a);
+                    self.alive[0] &= ok(a0, b0);
+                    self.alive[1] &= ok(a1, b1);
+                    if !self.alive[0] && !self.alive[1] {
+                        return order_err(prev_text);
+                    }
+                }
+                _ => {
+                    return Err(data_err(
+                        path,
+                        Some(line),
+                        format!(
+                            "date \"{}\" is not in the format of the rows before (\"{}\"), so their order cannot be checked",
+                            super::echo(text),
+                            super::echo(prev_text)
+                        ),
+                    ))
+                }
+            }
+        } else if let DateKeys::DayMonth(a, b) = keys {
+            self.alive = [a.is_some(), b.is_some()];
+        }
+        self.previous = Some((keys, text.to_string()));
+        Ok(())
+    }
+}
+
+/// Days from 1970-01-01 to a proleptic Gregorian date (H. Hinnant's
+/// `days_from_civil`).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = if y >= 0 { y } else { y - 399 } / 400;
+    let yoe = y - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146097 + doe - 719468
+}
+
+/// Seconds of a date key (missing month or day as the first).
+fn key_seconds(k: DateKey) -> f64 {
+    let (y, mo, d, h, mi, s) = k;
+    let days = days_from_civil(i64::from(y), i64::from(mo.max(1)), i64::from(d.max(1)));
+    (days * 86400 + i64::from(h) * 3600 + i64::from(mi) * 60 + i64::from(s)) as f64
+}
+
+/// The keys of one date value, or None when it is in no format
+/// [`DateOrder`] knows.
+fn date_keys(text: &str) -> Option<DateKeys> {
+    let text = text.trim();
+    if let Some(seconds) = iso_seconds(text) {
+        return Some(DateKeys::Iso(seconds));
+    }
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'+' | b'e' | b'E')) {
+        if let Ok(v) = text.parse::<f64>() {
+            if v.is_finite() {
+                return Some(DateKeys::Number(v));
+            }
+        }
+    }
+    // A/B/YYYY with '/', '.' or '-'.
+    let (date, time) = match text.find([' ', 'T']) {
+        Some(at) => (&text[..at], Some(&text[at + 1..])),
+        None => (text, None),
+    };
+    let parts: Vec<&str> = date.split(['/', '.', '-']).collect();
+    if let [a, b, y] = parts[..] {
+        let small = |s: &str| (1..=2).contains(&s.len()) && s.bytes().all(|c| c.is_ascii_digit());
+        if small(a) && small(b) && y.len() == 4 && y.bytes().all(|c| c.is_ascii_digit()) {
+            let read = |day: &str, month: &str| -> Option<f64> {
+                let iso = format!("{y}-{month:0>2}-{day:0>2}{}", time.map_or(String::new(), |t| format!(" {t}")));
+                iso_seconds(&iso)
+            };
+            let (dm, md) = (read(a, b), read(b, a));
+            if dm.is_some() || md.is_some() {
+                return Some(DateKeys::DayMonth(dm, md));
+            }
+        }
+    }
+    None
+}
+
+/// Seconds since 1970 of an ISO-like date or date-time: what [`parse_date`]
+/// reads, with `/` or `.` also between the date's parts, and a time that may
+/// end in fractional seconds and `Z` or an offset (`+HH:MM`, `-HHMM`).
+fn iso_seconds(text: &str) -> Option<f64> {
+    let (date, time) = match text.find([' ', 'T']) {
+        Some(at) => (&text[..at], Some(text[at + 1..].trim())),
+        None => (text, None),
+    };
+    // '.' separates the parts only as in YYYY.MM.DD (1749.5 is a number).
+    let date = if date.matches('.').count() == 2 { date.replace('.', "-") } else { date.to_string() };
+    let date = date.replace('/', "-");
+    let Some(time) = time else {
+        return parse_date(&date).map(key_seconds);
+    };
+    // Offset or Z at the end of the time.
+    let (mut clock, mut offset) = (time, 0.0);
+    if let Some(c) = clock.strip_suffix(['Z', 'z']) {
+        clock = c;
+    } else if let Some(at) = clock.rfind(['+', '-']) {
+        let (c, off) = (&clock[..at], &clock[at + 1..]);
+        let digits: String = off.chars().filter(|c| *c != ':').collect();
+        if digits.len() != 4 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let (oh, om): (u32, u32) = (digits[..2].parse().ok()?, digits[2..].parse().ok()?);
+        if oh > 23 || om > 59 {
+            return None;
+        }
+        let sign = if clock.as_bytes()[at] == b'-' { -1.0 } else { 1.0 };
+        offset = sign * f64::from(oh * 3600 + om * 60);
+        clock = c;
+    }
+    // Fractional seconds.
+    let mut fraction = 0.0;
+    if let Some(at) = clock.find('.') {
+        let frac = &clock[at + 1..];
+        if frac.is_empty() || !frac.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        fraction = format!("0.{frac}").parse::<f64>().ok()?;
+        clock = &clock[..at];
+    }
+    let key = parse_date(&format!("{date} {clock}"))?;
+    Some(key_seconds(key) + fraction - offset)
+}
+
 /// A date reduced to a sortable tuple: year, month, day, hour, minute,
 /// second, with missing parts as 0 (so "1949" sorts before "1949-01").
 type DateKey = (u32, u32, u32, u32, u32, u32);
@@ -510,6 +692,29 @@ mod tests {
         for bad in ["1-01", "1949-13", "1949-1", "abc", "", "1949-01-01 25:00", "1949-01 10:00", "1949-01-01-01"] {
             assert_eq!(parse_date(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn date_keys_of_the_usual_formats() {
+        let iso = |t: &str| match date_keys(t) {
+            Some(DateKeys::Iso(s)) => s,
+            other => panic!("{t}: {other:?}"),
+        };
+        assert_eq!(iso("1970-01-01"), 0.0);
+        assert_eq!(iso("1970-01-02 00:00:01"), 86401.0);
+        assert_eq!(iso("2020-01-01T10:00:00Z"), iso("2020-01-01 10:00"));
+        assert_eq!(iso("2020-01-01T10:00:00+01:00"), iso("2020-01-01 09:00"));
+        assert_eq!(iso("2020-01-01T10:00:00.250"), iso("2020-01-01 10:00") + 0.25);
+        assert_eq!(iso("2020/03/01"), iso("2020-03-01"));
+        assert!(iso("2000-03-01") - iso("2000-02-28") == 2.0 * 86400.0, "2000 is a leap year");
+        assert_eq!(date_keys("1700000000"), Some(DateKeys::Number(1.7e9)));
+        assert_eq!(date_keys("1749.5"), Some(DateKeys::Number(1749.5)));
+        match date_keys("13/01/2020") {
+            Some(DateKeys::DayMonth(Some(_), None)) => {}
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(date_keys("1-01"), None);
+        assert_eq!(date_keys("Jan 2020"), None);
     }
 
     #[test]

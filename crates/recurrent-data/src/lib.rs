@@ -135,11 +135,21 @@ pub fn gzip_allowance(disk_size: u64) -> u64 {
 }
 
 /// Reads at most `limit` bytes of `reader` into memory; `Ok(None)` when
-/// the stream holds more. `hint` preallocates (a plain file's size).
+/// the stream holds more. `hint` preallocates (a plain file's size, or a
+/// size counted before): the extra byte that tells "more" is read on its
+/// own, so a buffer of exactly `hint` bytes never grows.
 pub(crate) fn read_at_most(path: &Path, reader: &mut dyn Read, limit: u64, hint: u64) -> Result<Option<Vec<u8>>> {
-    let mut bytes = Vec::with_capacity(hint.min(limit).min(1 << 30) as usize);
-    reader.take(limit.saturating_add(1)).read_to_end(&mut bytes).map_err(|e| read_err(path, &e))?;
-    Ok((bytes.len() as u64 <= limit).then_some(bytes))
+    let mut bytes = Vec::with_capacity(hint.min(limit).min(1 << 32) as usize);
+    reader.take(limit).read_to_end(&mut bytes).map_err(|e| read_err(path, &e))?;
+    let mut probe = [0u8; 1];
+    let more = loop {
+        match reader.read(&mut probe) {
+            Ok(n) => break n > 0,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(read_err(path, &e)),
+        }
+    };
+    Ok((!more).then_some(bytes))
 }
 
 /// Reads up to `n` bytes of `reader` (fewer only at the end of the stream).
@@ -155,14 +165,22 @@ pub(crate) fn read_up_to(path: &Path, reader: &mut dyn Read, n: u64) -> Result<V
 /// [`gzip_allowance`] of its size on disk and is refused beyond that.
 pub(crate) fn read_bytes(path: &Path) -> Result<Vec<u8>> {
     let mut opened = open_maybe_gz(path)?;
-    let limit = if opened.gzip { gzip_allowance(opened.disk_size) } else { opened.disk_size };
-    // A plain file that grows while it is read is read up to its size at open plus the
-    // gzip allowance (a log being appended to); beyond that it is refused like a bomb.
-    let limit = if opened.gzip { limit } else { limit.saturating_add(MIN_GZIP_ALLOWANCE) };
-    let hint = if opened.gzip { 0 } else { opened.disk_size };
-    match read_at_most(path, &mut opened.reader, limit, hint)? {
-        Some(bytes) => Ok(bytes),
-        None if opened.gzip => Err(data_err(
+    if !opened.gzip {
+        // A plain file that grows while it is read is read up to its size at
+        // open plus the gzip allowance (a log being appended to); beyond that
+        // it is refused.
+        let limit = opened.disk_size.saturating_add(MIN_GZIP_ALLOWANCE);
+        return read_at_most(path, &mut opened.reader, limit, opened.disk_size)?
+            .ok_or_else(|| data_err(path, None, format!("the file grew past {limit} bytes while it was read")));
+    }
+    // gzip: a first pass counts the decompressed bytes without keeping them,
+    // so a stream that expands too far is refused before anything is
+    // allocated, and the second pass fills a buffer of exactly that size.
+    let limit = gzip_allowance(opened.disk_size);
+    let size = std::io::copy(&mut (&mut opened.reader).take(limit.saturating_add(1)), &mut std::io::sink())
+        .map_err(|e| read_err(path, &e))?;
+    if size > limit {
+        return Err(data_err(
             path,
             None,
             format!(
@@ -170,9 +188,11 @@ pub(crate) fn read_bytes(path: &Path) -> Result<Vec<u8>> {
                  decompress it first if it is genuine",
                 opened.disk_size
             ),
-        )),
-        None => Err(data_err(path, None, format!("the file grew past {limit} bytes while it was read"))),
+        ));
     }
+    let mut again = open_maybe_gz(path)?;
+    read_at_most(path, &mut again.reader, size, size)?
+        .ok_or_else(|| data_err(path, None, "the file changed while it was read"))
 }
 
 /// At most this many characters of a value from a file are echoed in an

@@ -190,8 +190,50 @@ fn split_counts(n: usize, val: f64, test: f64, what: &str) -> Result<(usize, usi
     Ok((n - nv - nt, nv, nt))
 }
 
+/// Checks that every real input and target of `ex` is finite after
+/// normalisation (values near f64's range overflow f32 there), naming the
+/// file the examples came from.
+pub(crate) fn check_finite(path: &Path, ex: &Examples) -> Result<()> {
+    if let Inputs::Dense { seqs, .. } = &ex.inputs {
+        if let Some(i) = seqs.iter().position(|s| s.iter().any(|v| !v.is_finite())) {
+            return Err(data_err(
+                path,
+                None,
+                format!("example {}: a value is too large to normalise (it overflows f32)", i + 1),
+            ));
+        }
+    }
+    if let TargetSet::Real { rows, .. } = &ex.targets {
+        if let Some(i) = rows.iter().position(|s| s.iter().any(|v| !v.is_finite())) {
+            return Err(data_err(
+                path,
+                None,
+                format!("example {}: a target is too large to normalise (it overflows f32)", i + 1),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Prepares the data of `cfg.task`.
 pub fn prepare(cfg: &TrainConfig) -> Result<Prepared> {
+    if let (Some(p), false) = (&cfg.data.test_path, cfg.task == "ts") {
+        return Err(config_err(
+            "test_path (--test-data)",
+            p.display(),
+            format!("only task ts reads a separate test file; task {} splits its data", cfg.task),
+        ));
+    }
+    let prepared = prepare_task(cfg)?;
+    if let (TaskData::Examples { train, val, test }, Some(path)) = (&prepared.data, cfg.data.path.as_deref()) {
+        for ex in [train, val, test] {
+            check_finite(path, ex)?;
+        }
+    }
+    Ok(prepared)
+}
+
+fn prepare_task(cfg: &TrainConfig) -> Result<Prepared> {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x5eed_da7a);
     match cfg.task.as_str() {
         "forecast" => {

@@ -184,6 +184,7 @@ fn forecast_windows(
         inputs: Inputs::Dense { width: ins.len(), seqs },
         targets: TargetSet::Real { width: h * outs.len(), rows },
     };
+    super::task::check_finite(path, &ex)?;
     Ok((ex, ends, table.dates.clone()))
 }
 
@@ -239,7 +240,9 @@ fn labelled(meta: &TaskMeta, path: &Path, need_labels: bool) -> Result<(Examples
     } else {
         vec![0; seqs.len()]
     };
-    Ok((Examples { inputs: Inputs::Dense { width: channels, seqs }, targets: TargetSet::Class(ys) }, labels))
+    let ex = Examples { inputs: Inputs::Dense { width: channels, seqs }, targets: TargetSet::Class(ys) };
+    super::task::check_finite(path, &ex)?;
+    Ok((ex, labels))
 }
 
 fn token_examples(meta: &TaskMeta, path: &Path, need_labels: bool) -> Result<Examples> {
