@@ -5,6 +5,7 @@
 //! `recurrent` crate; the data readers are `recurrent-data`.
 
 pub mod bench;
+pub mod fuzz_targets;
 pub mod plot;
 pub mod reproduce;
 pub mod train;

@@ -73,6 +73,14 @@ enum Command {
     Bench(BenchArgs),
 }
 
+/// A batch size: a whole number of at least 1.
+fn batch_size(v: &str) -> std::result::Result<usize, String> {
+    match v.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("{:?} is not a batch size: a whole number of at least 1", recurrent::error::clean(v, 60))),
+    }
+}
+
 #[derive(clap::Args, Debug)]
 struct EvalArgs {
     /// Checkpoint (model.safetensors) written by `train` or from PyTorch as the README shows.
@@ -82,7 +90,7 @@ struct EvalArgs {
     #[arg(long)]
     data: PathBuf,
     /// Batch size.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = batch_size)]
     batch: usize,
 }
 
@@ -96,7 +104,7 @@ struct PredictArgs {
     /// Output CSV [default: standard output]
     #[arg(long)]
     output: Option<PathBuf>,
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = batch_size)]
     batch: usize,
 }
 
@@ -427,7 +435,10 @@ fn run_diagnose(a: &DiagnoseArgs) -> Result<()> {
     let mut series = Vec::new();
     let mut reports = Vec::new();
     for (name, m) in &models {
-        let d = diagnose(m, &bb.batch(), bb.targets())?;
+        let d = diagnose(m, &bb.batch(), bb.targets()).map_err(|e| {
+            let what = if a.checkpoint.is_empty() { "--cells".to_string() } else { format!("--checkpoint {name}") };
+            UserError(format!("{what}: does not fit the data of --task {}: {e}", cfg.task))
+        })?;
         println!("== {name}");
         print!("{}", table(&d));
         for l in &d.layers {
@@ -468,10 +479,11 @@ fn run() -> Result<()> {
             e.exit() // --help, --version
         }
         if !quiet {
-            // One line, as every other error: clap's first line names the flag and the problem.
+            // One line (clap adds a usage block and a hint): its first line names the flag.
             let text = e.render().to_string();
-            let first = text.lines().next().unwrap_or("invalid arguments").trim_start_matches("error: ");
-            eprintln!("error: {first} (see --help)");
+            let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("invalid command line");
+            let first = first.trim().strip_prefix("error: ").unwrap_or(first.trim());
+            eprintln!("error: {} (see --help)", recurrent::error::clean(first, recurrent::error::MAX_LINE_CHARS - 20));
         }
         std::process::exit(2)
     });
@@ -485,6 +497,18 @@ fn run() -> Result<()> {
         Command::Eval(a) => {
             let l = usage::load(&a.checkpoint)?;
             let (ev, metric) = usage::eval(&l, &a.data, a.batch)?;
+            // JSON has no infinity: a loss that overflowed would print as null, which
+            // reads as "no value" and exits 0. A model that overflows on this data is
+            // the answer the user must see, so it is an error naming both files.
+            if !ev.loss.is_finite() {
+                return Err(UserError(format!(
+                    "{}: the loss of {} on this data is {} (the model's outputs overflow); no evaluation printed",
+                    a.data.display(),
+                    a.checkpoint.display(),
+                    ev.loss
+                ))
+                .into());
+            }
             println!("{}", serde_json::json!({"loss": ev.loss, "metric": metric, "value": ev.metric}));
             Ok(())
         }
@@ -555,7 +579,8 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // One line: the library's messages already name the file, line or key.
-            let msg = format!("{e:#}").replace('\n', " ");
+            // Control bytes from input files are escaped and the line is capped.
+            let msg = recurrent::error::clean(&format!("{e:#}").replace('\n', " "), recurrent::error::MAX_LINE_CHARS - 7);
             let quiet = QUIET.load(std::sync::atomic::Ordering::Relaxed);
             if !quiet {
                 eprintln!("error: {msg}");

@@ -4,7 +4,7 @@
 //! MNIST uses and the only one read here), the number of dimensions, one
 //! big-endian u32 per dimension, then the values in row-major order.
 
-use super::read_bytes;
+use super::{open_maybe_gz, read_at_most, read_up_to};
 use recurrent::error::{data_err, Result};
 use std::path::Path;
 
@@ -39,48 +39,71 @@ fn type_name(code: u8) -> &'static str {
 /// of the dimensions (stating the expected and found byte counts; a
 /// truncated download is the usual cause).
 pub fn read_idx(path: &Path) -> Result<Idx> {
-    let bytes = read_bytes(path)?;
+    let mut opened = open_maybe_gz(path)?;
     let err = |problem: String| Err(data_err(path, None, problem));
-    if bytes.is_empty() {
+    // The header first (at most 4 + 4 * 255 bytes), then exactly the data it
+    // declares: a gzip stream is never decompressed past that, and the
+    // declared size is checked against the file before it is allocated.
+    let head = read_up_to(path, &mut opened.reader, 4)?;
+    if head.is_empty() {
         return err("file is empty".into());
     }
-    if bytes.len() < 4 {
-        return err(format!("truncated IDX header: expected at least 4 bytes, found {}", bytes.len()));
+    if head.len() < 4 {
+        return err(format!("truncated IDX header: expected at least 4 bytes, found {}", head.len()));
     }
-    if bytes[0] != 0 || bytes[1] != 0 {
+    if head[0] != 0 || head[1] != 0 {
         return err(format!(
             "not an IDX file: magic starts with {:#04x} {:#04x}, expected 0x00 0x00",
-            bytes[0], bytes[1]
+            head[0], head[1]
         ));
     }
-    if bytes[2] != 0x08 {
+    if head[2] != 0x08 {
         return err(format!(
             "IDX type {:#04x} ({}) is not supported: only 0x08 (unsigned byte)",
-            bytes[2],
-            type_name(bytes[2])
+            head[2],
+            type_name(head[2])
         ));
     }
-    let ndims = usize::from(bytes[3]);
+    let ndims = usize::from(head[3]);
     if ndims == 0 {
         return err("IDX header declares 0 dimensions".into());
     }
     let header_len = 4 + 4 * ndims;
-    if bytes.len() < header_len {
-        return err(format!("truncated IDX header: {ndims} dimensions need {header_len} bytes, found {}", bytes.len()));
+    let raw = read_up_to(path, &mut opened.reader, 4 * ndims as u64)?;
+    if raw.len() < 4 * ndims {
+        return err(format!(
+            "truncated IDX header: {ndims} dimensions need {header_len} bytes, found {}",
+            4 + raw.len()
+        ));
     }
     let dims: Vec<usize> =
-        bytes[4..header_len].chunks_exact(4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize).collect();
+        raw.chunks_exact(4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize).collect();
     let shape = dims.iter().map(usize::to_string).collect::<Vec<_>>().join("x");
     // checked_mul: a corrupt header could claim more elements than memory.
     let Some(expected) = dims.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d)) else {
         return err(format!("IDX dimensions {shape} are too large"));
     };
-    let found = bytes.len() - header_len;
-    if found != expected {
-        return err(format!("IDX data for dimensions {shape}: expected {expected} bytes, found {found}"));
+    // What the file can hold: a plain file exactly its size less the
+    // header; a gzip stream at most 1032 bytes per compressed byte (the
+    // largest expansion deflate allows).
+    if !opened.gzip {
+        let found = opened.disk_size.saturating_sub(header_len as u64);
+        if found != expected as u64 {
+            return err(format!("IDX data for dimensions {shape}: expected {expected} bytes, found {found}"));
+        }
+    } else if expected as u64 > opened.disk_size.saturating_mul(1032) {
+        return err(format!(
+            "IDX header declares {shape} = {expected} bytes of data, more than the file's {} compressed bytes can hold",
+            opened.disk_size
+        ));
     }
-    let mut data = bytes;
-    data.drain(..header_len);
+    let data = read_at_most(path, &mut opened.reader, expected as u64, expected as u64)?;
+    let Some(data) = data else {
+        return err(format!("IDX data for dimensions {shape}: expected {expected} bytes, found more"));
+    };
+    if data.len() != expected {
+        return err(format!("IDX data for dimensions {shape}: expected {expected} bytes, found {}", data.len()));
+    }
     Ok(Idx { dims, data })
 }
 

@@ -3,7 +3,7 @@
 //! sentences ([`read_token_examples`]), and the [`Vocab`] that maps tokens
 //! to ids.
 
-use super::csv_table::{data_rows, find_column, missing_column, read_records, resolve_layout};
+use super::csv_table::{find_column, missing_column, resolve_layout, scan_records, Layout};
 use super::read_bytes;
 use recurrent::error::{config_err, data_err, Error, Result};
 use serde::{Deserialize, Serialize};
@@ -113,7 +113,7 @@ impl Vocab {
     fn unknown(&self, tok: &str) -> Error {
         config_err(
             "token",
-            format!("{tok:?}"),
+            format!("\"{}\"", super::echo(tok)),
             format!("not in the vocabulary ({} tokens) and no unknown-token id was given", self.tokens.len()),
         )
     }
@@ -192,6 +192,52 @@ pub fn read_text(path: &Path) -> Result<String> {
     })
 }
 
+/// Labelled token sequences as [`read_token_examples`] returns them: each
+/// distinct token is kept once, and examples hold 4-byte ids into that
+/// list, so memory stays a few times the file's size however short the
+/// tokens are.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TokenExamples {
+    /// The distinct tokens, in order of first appearance in the file.
+    pub tokens: Vec<String>,
+    /// The examples, in file order.
+    pub examples: Vec<TokenExample>,
+}
+
+/// One labelled token sequence.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenExample {
+    /// The 1-based line the example starts on.
+    pub line: usize,
+    /// The label as written (trimmed).
+    pub label: String,
+    /// The tokens, as indices into [`TokenExamples::tokens`].
+    pub ids: Vec<u32>,
+}
+
+impl TokenExamples {
+    /// Number of examples.
+    pub fn len(&self) -> usize {
+        self.examples.len()
+    }
+
+    /// Whether there are no examples.
+    pub fn is_empty(&self) -> bool {
+        self.examples.is_empty()
+    }
+
+    /// The tokens of example `i` as text.
+    pub fn tokens_of(&self, i: usize) -> Vec<&str> {
+        self.examples[i].ids.iter().map(|&t| self.tokens[t as usize].as_str()).collect()
+    }
+}
+
+/// Header names that mark the first row of a token file as a header when
+/// the columns are given by index: a label column called one of these...
+const LABEL_NAMES: &[&str] = &["label", "labels", "class", "category", "target", "y", "sentiment"];
+/// ... or a text column called one of these.
+const TEXT_NAMES: &[&str] = &["text", "seq", "sequence", "sentence", "review", "tokens", "document", "x"];
+
 /// Reads labelled token sequences from a CSV/TSV file: one example per row,
 /// the label from `label_column` and the tokens from `text_column` (each a
 /// name or 0-based index as a string) cut by `split`. Other columns are
@@ -199,10 +245,13 @@ pub fn read_text(path: &Path) -> Result<String> {
 ///
 /// `delimiter: None` means a tab for a `.tsv` file (also `.tsv.gz`) and a
 /// comma otherwise. `header: None` takes the first row as a header when a
-/// column given by name (not by number) appears in it: label and text
-/// fields are not numbers, so the numeric test of [`super::read_table`]
-/// cannot tell a header here. An empty label or text is an error with its
-/// line.
+/// column given by name (not by number) appears in it, or, with columns
+/// given by number, when the first row's label field is a usual label
+/// column name (label, class, category, target, y, sentiment) or its text
+/// field a usual text column name (text, seq, sequence, sentence, review,
+/// tokens, document, x), compared without case: label and text fields are
+/// not numbers, so the numeric test of [`super::read_table`] cannot tell a
+/// header here. An empty label or text is an error with its line.
 pub fn read_token_examples(
     path: &Path,
     delimiter: Option<u8>,
@@ -210,7 +259,7 @@ pub fn read_token_examples(
     label_column: &str,
     text_column: &str,
     split: TokenSplit,
-) -> Result<Vec<(String, Vec<String>)>> {
+) -> Result<TokenExamples> {
     let delimiter = delimiter.unwrap_or_else(|| {
         let name = path.file_name().map(|n| n.to_string_lossy().to_ascii_lowercase()).unwrap_or_default();
         if name.ends_with(".tsv") || name.ends_with(".tsv.gz") {
@@ -219,33 +268,90 @@ pub fn read_token_examples(
             b','
         }
     });
-    let records = read_records(path, delimiter)?;
-    let first = &records[0].1;
-    let has_header = header.unwrap_or_else(|| {
-        [label_column, text_column].iter().any(|spec| spec.parse::<i64>().is_err() && first.iter().any(|f| f == spec))
-    });
-    let layout = resolve_layout(path, first, Some(has_header), Some(label_column))?;
-    let label = layout.special.ok_or_else(|| data_err(path, None, missing_column(label_column, &layout.names)))?;
-    let text = find_column(&layout.names, text_column)
-        .ok_or_else(|| data_err(path, None, missing_column(text_column, &layout.names)))?;
-    if label == text {
-        return Err(config_err(
-            "text_column",
-            text_column,
-            format!("is the same column as label_column \"{label_column}\""),
-        ));
-    }
-    let mut examples = Vec::new();
-    for (line, fields) in data_rows(path, &records, has_header)? {
+    let mut layout: Option<(Layout, usize, usize)> = None;
+    let mut out = TokenExamples::default();
+    let mut ids: HashMap<String, u32> = HashMap::new();
+    let mut add = |layout: &(Layout, usize, usize), line: usize, fields: &csv::StringRecord| -> Result<()> {
+        let (layout, label, text) = (&layout.0, layout.1, layout.2);
         let (label_text, body) = (&fields[label], &fields[text]);
         if label_text.is_empty() {
-            return Err(data_err(path, Some(*line), format!("column \"{}\": empty label", layout.names[label])));
+            return Err(data_err(path, Some(line), format!("column \"{}\": empty label", super::echo(&layout.names[label]))));
         }
-        let tokens = split.split(body);
-        if tokens.is_empty() {
-            return Err(data_err(path, Some(*line), format!("column \"{}\": empty text", layout.names[text])));
+        let mut seq = Vec::new();
+        let mut push = |tok: &str| -> Result<()> {
+            let id = match ids.get(tok) {
+                Some(&id) => id,
+                None => {
+                    let id = u32::try_from(out.tokens.len())
+                        .map_err(|_| data_err(path, Some(line), "more than 2^32 distinct tokens"))?;
+                    ids.insert(tok.to_string(), id);
+                    out.tokens.push(tok.to_string());
+                    id
+                }
+            };
+            seq.push(id);
+            Ok(())
+        };
+        match split {
+            TokenSplit::Chars => {
+                let mut buf = [0u8; 4];
+                for c in body.chars() {
+                    push(c.encode_utf8(&mut buf))?;
+                }
+            }
+            TokenSplit::Whitespace => {
+                for w in body.split_whitespace() {
+                    push(w)?;
+                }
+            }
         }
-        examples.push((label_text.clone(), tokens));
+        if seq.is_empty() {
+            return Err(data_err(path, Some(line), format!("column \"{}\": empty text", super::echo(&layout.names[text]))));
+        }
+        seq.shrink_to_fit();
+        out.examples.push(TokenExample { line, label: label_text.to_string(), ids: seq });
+        Ok(())
+    };
+    scan_records(path, delimiter, |line, fields| {
+        if let Some(l) = layout.as_ref() {
+            return add(l, line, fields);
+        }
+        let first: Vec<String> = fields.iter().map(str::to_string).collect();
+        let has_header = header.unwrap_or_else(|| {
+            let by_name = [label_column, text_column]
+                .iter()
+                .any(|spec| spec.parse::<i64>().is_err() && first.iter().any(|f| f == spec));
+            let field = |spec: &str| {
+                find_column(&(0..first.len()).map(|i| format!("col{i}")).collect::<Vec<_>>(), spec)
+                    .and_then(|i| first.get(i))
+                    .map(|f| f.to_ascii_lowercase())
+            };
+            let named = |spec: &str, names: &[&str]| field(spec).is_some_and(|f| names.contains(&f.as_str()));
+            by_name || named(label_column, LABEL_NAMES) || named(text_column, TEXT_NAMES)
+        });
+        let l = resolve_layout(path, &first, Some(has_header), Some(label_column))?;
+        let label = l.special.ok_or_else(|| data_err(path, None, missing_column(label_column, &l.names)))?;
+        let text = find_column(&l.names, text_column)
+            .ok_or_else(|| data_err(path, None, missing_column(text_column, &l.names)))?;
+        if label == text {
+            return Err(config_err(
+                "text_column",
+                text_column,
+                format!("is the same column as label_column \"{label_column}\""),
+            ));
+        }
+        let l = layout.insert((l, label, text));
+        if has_header {
+            Ok(())
+        } else {
+            add(l, line, fields)
+        }
+    })?;
+    if layout.is_none() {
+        return Err(data_err(path, None, "file is empty"));
     }
-    Ok(examples)
+    if out.examples.is_empty() {
+        return Err(data_err(path, None, "no data rows after the header"));
+    }
+    Ok(out)
 }

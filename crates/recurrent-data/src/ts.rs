@@ -108,7 +108,7 @@ fn parse_header_line(path: &Path, line: usize, content: &str, header: &mut Heade
         match values.first().map(|v| v.to_ascii_lowercase()).as_deref() {
             Some("true") => Ok(true),
             Some("false") => Ok(false),
-            _ => Err(data_err(path, Some(line), format!("@{key} needs true or false, found \"{}\"", values.join(" ")))),
+            _ => Err(data_err(path, Some(line), format!("@{} needs true or false, found \"{}\"", super::echo(&key), super::echo(&values.join(" "))))),
         }
     };
     let count = |values: &[&str]| -> Result<usize> {
@@ -117,7 +117,7 @@ fn parse_header_line(path: &Path, line: usize, content: &str, header: &mut Heade
             _ => Err(data_err(
                 path,
                 Some(line),
-                format!("@{key} needs a positive integer, found \"{}\"", values.join(" ")),
+                format!("@{} needs a positive integer, found \"{}\"", super::echo(&key), super::echo(&values.join(" "))),
             )),
         }
     };
@@ -175,7 +175,11 @@ fn parse_example(path: &Path, line: usize, content: &str, header: &Header) -> Re
                 return Err(data_err(
                     path,
                     Some(line),
-                    format!("label \"{label}\" is not one of the @classLabel values ({})", classes.join(", ")),
+                    format!(
+                        "label \"{}\" is not one of the @classLabel values ({})",
+                        super::echo(label),
+                        super::echo(&classes.join(", "))
+                    ),
                 ));
             }
         }

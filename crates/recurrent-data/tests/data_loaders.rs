@@ -405,19 +405,19 @@ fn token_examples_tsv_and_csv() {
     let dir = TempDir::new().unwrap();
     let p = write(&dir, "dna.tsv", b"label\tseq\n1\tACGT\n0\tTTA\n");
     let ex = read_token_examples(&p, None, None, "label", "seq", TokenSplit::Chars).unwrap();
-    assert_eq!(
-        ex,
-        [
-            ("1".to_string(), vec!["A", "C", "G", "T"].into_iter().map(String::from).collect::<Vec<_>>()),
-            ("0".to_string(), vec!["T".to_string(), "T".to_string(), "A".to_string()]),
-        ]
-    );
+    assert_eq!(ex.len(), 2);
+    assert_eq!((ex.examples[0].label.as_str(), ex.examples[0].line), ("1", 2));
+    assert_eq!(ex.tokens_of(0), ["A", "C", "G", "T"]);
+    assert_eq!((ex.examples[1].label.as_str(), ex.examples[1].line), ("0", 3));
+    assert_eq!(ex.tokens_of(1), ["T", "T", "A"]);
+    // Each distinct token is stored once.
+    assert_eq!(ex.tokens, ["A", "C", "G", "T"]);
     // No header, columns by index, words, quoted commas inside the text.
     let p = write(&dir, "sent.csv", b"pos,\"good movie, really\"\nneg,bad\n");
     let ex = read_token_examples(&p, None, None, "0", "1", TokenSplit::Whitespace).unwrap();
-    assert_eq!(ex[0].0, "pos");
-    assert_eq!(ex[0].1, ["good", "movie,", "really"]);
-    assert_eq!(ex[1].1, ["bad"]);
+    assert_eq!(ex.examples[0].label, "pos");
+    assert_eq!(ex.tokens_of(0), ["good", "movie,", "really"]);
+    assert_eq!(ex.tokens_of(1), ["bad"]);
 }
 
 #[test]

@@ -18,6 +18,8 @@ use std::path::Path;
 pub const META_KEY: &str = "recurrent";
 /// Value of `format` in the metadata.
 pub const FORMAT: &str = "recurrent-checkpoint";
+/// The schema version written and the only one read.
+pub const VERSION: u32 = 1;
 
 /// What recurrent stores beside the tensors.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -36,7 +38,7 @@ pub struct CheckpointMeta {
 impl CheckpointMeta {
     /// Metadata for `model` and a task description.
     pub fn new(model: &ModelConfig, task: serde_json::Value) -> Self {
-        CheckpointMeta { format: FORMAT.into(), version: 1, model: model.clone(), task }
+        CheckpointMeta { format: FORMAT.into(), version: VERSION, model: model.clone(), task }
     }
 }
 
@@ -91,7 +93,12 @@ pub fn save<F: Float>(path: &Path, model: &Model<F>, task: serde_json::Value) ->
 /// Reads every tensor of a safetensors file as f64 values (F32, F64, F16
 /// and BF16 accepted), with the metadata map.
 pub fn read_tensors(path: &Path) -> Result<(Vec<(String, Vec<usize>, Vec<f64>)>, HashMap<String, String>)> {
-    let bytes = std::fs::read(path).map_err(|e| data_err(path, None, format!("cannot read: {e}")))?;
+    // Only a regular file: a FIFO would block, a device never end.
+    let info = std::fs::metadata(path).map_err(|e| data_err(path, None, format!("cannot read: {}", io_text(&e))))?;
+    if !info.is_file() {
+        return Err(data_err(path, None, "is not a regular file (a checkpoint must be a safetensors file)"));
+    }
+    let bytes = std::fs::read(path).map_err(|e| data_err(path, None, format!("cannot read: {}", io_text(&e))))?;
     parse_tensors(&bytes, path)
 }
 
@@ -124,6 +131,38 @@ pub fn parse_tensors(bytes: &[u8], path: &Path) -> Result<(NamedTensors, HashMap
     }
     out.sort_by(|a, b| a.0.cmp(&b.0));
     Ok((out, meta))
+}
+
+/// An I/O error without the OS code suffix (" (os error 2)").
+fn io_text(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    match text.find(" (os error ") {
+        Some(at) => text[..at].to_string(),
+        None => text,
+    }
+}
+
+/// Checks the sizes the metadata declares against the tensors the file
+/// really holds, before a model of those sizes is allocated: the number of
+/// parameters the configuration implies ([`crate::memory::param_count`],
+/// computed without allocating) must equal the number of values in the
+/// file, so metadata claiming 10^9 layers or a 2^32-wide head is refused
+/// by arithmetic alone. The shapes are then checked tensor by tensor when
+/// the values are loaded.
+pub fn check_meta_against_tensors(path: &Path, model: &ModelConfig, tensors: &[(String, Vec<usize>, Vec<f64>)]) -> Result<()> {
+    let need = crate::memory::param_count(model);
+    let have: u128 = tensors.iter().map(|(_, _, v)| v.len() as u128).sum();
+    if need != have {
+        return Err(data_err(
+            path,
+            None,
+            format!(
+                "metadata \"{META_KEY}\".model ({}) implies {need} parameters but the file holds {have} values",
+                crate::memory::describe(model)
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn f16_to_f32(h: u16) -> f32 {
@@ -165,6 +204,15 @@ pub fn load<F: Float>(path: &Path) -> Result<(Model<F>, CheckpointMeta)> {
     if meta.format != FORMAT {
         return Err(data_err(path, None, format!("metadata format is \"{}\", expected \"{FORMAT}\"", meta.format)));
     }
+    if meta.version != VERSION {
+        return Err(data_err(
+            path,
+            None,
+            format!("metadata version {} is not supported: this recurrent reads version {VERSION}", meta.version),
+        ));
+    }
+    meta.model.validate().map_err(|e| data_err(path, None, format!("model config: {e}")))?;
+    check_meta_against_tensors(path, &meta.model, &tensors)?;
     let mut model =
         Model::<F>::zeros(meta.model.clone()).map_err(|e| data_err(path, None, format!("model config: {e}")))?;
     let named: Vec<(String, Vec<usize>, Vec<F>)> =

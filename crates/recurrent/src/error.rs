@@ -11,7 +11,7 @@ pub enum Error {
     Shape { what: String, expected: String, got: String },
 
     /// A configuration value is outside its allowed range.
-    #[error("invalid {what} = {value}: {reason}")]
+    #[error("invalid {what} = {}: {}", clean(value, ECHO_VALUE_CHARS), clean(reason, MAX_MESSAGE_CHARS))]
     Config { what: String, value: String, reason: String },
 
     /// A per-sequence length is 0 or longer than the padded length.
@@ -27,11 +27,13 @@ pub enum Error {
     Class { target: i64, position: usize, classes: usize },
 
     /// A data file is missing, unreadable or malformed. `line` is 1-based.
-    #[error("{path}{}: {problem}", line.map(|l| format!(":{l}")).unwrap_or_default())]
+    /// The path and the problem are shown with control characters escaped
+    /// ([`clean`]), since both may come from untrusted files.
+    #[error("{}{}: {}", clean(path, MAX_PATH_CHARS), line.map(|l| format!(":{l}")).unwrap_or_default(), clean(problem, MAX_MESSAGE_CHARS))]
     Data { path: String, line: Option<usize>, problem: String },
 
     /// A parameter name is unknown, or a named tensor has the wrong shape.
-    #[error("parameter {name}: {problem}")]
+    #[error("parameter {}: {}", clean(name, ECHO_VALUE_CHARS), clean(problem, MAX_MESSAGE_CHARS))]
     Param { name: String, problem: String },
 
     /// A process of a distributed run failed, so every process stopped:
@@ -44,6 +46,67 @@ pub enum Error {
     /// says stop.
     #[error("training diverged: {0}")]
     Diverged(String),
+
+    /// A model, its training or a file's contents would need more memory
+    /// than the limit allows (see [`crate::memory`]): `what` says what was
+    /// estimated, `need` and `limit` are bytes.
+    #[error("{} needs about {} but the memory limit is {}", clean(what, MAX_MESSAGE_CHARS), human_bytes(*need), human_bytes(*limit))]
+    Memory { what: String, need: u128, limit: u128 },
+}
+
+/// Longest path shown in an error message (characters).
+pub const MAX_PATH_CHARS: usize = 120;
+/// Longest value from a file or flag shown in an error message.
+pub const ECHO_VALUE_CHARS: usize = 60;
+/// Longest problem text of one error.
+pub const MAX_MESSAGE_CHARS: usize = 240;
+/// Longest error line the command line prints.
+pub const MAX_LINE_CHARS: usize = 300;
+
+/// Text from outside (a file's field, a path, a flag's value) made safe to
+/// print on one line: control characters (newlines, escape, NUL, DEL, the
+/// C1 range) become `\n`, `\t`, `\r` or `\u{..}`, so no escape sequence
+/// reaches a terminal and the line stays one line; then the text is cut
+/// after `max` characters with "...".
+pub fn clean(text: &str, max: usize) -> String {
+    let mut out = String::with_capacity(text.len().min(4 * max + 8));
+    let mut count = 0;
+    for c in text.chars() {
+        if count >= max {
+            out.push_str("...");
+            return out;
+        }
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+        count += 1;
+    }
+    out
+}
+
+/// A value from a file quoted in an error: [`clean`] at `max` characters.
+pub fn echo(value: &str, max: usize) -> String {
+    clean(value, max)
+}
+
+/// Bytes as a short human text (`512 B`, `3.2 MiB`, `1.5 TiB`).
+pub fn human_bytes(bytes: u128) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -107,6 +170,7 @@ impl Error {
                 | Error::Token { .. }
                 | Error::Class { .. }
                 | Error::Param { .. }
+                | Error::Memory { .. }
                 | Error::Rank { user: true, .. }
                 | Error::Diverged(_)
         )

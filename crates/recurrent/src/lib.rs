@@ -53,6 +53,7 @@ pub mod infer;
 pub mod init;
 pub mod linalg;
 pub mod loss;
+pub mod memory;
 pub mod model;
 pub mod network;
 pub mod optim;

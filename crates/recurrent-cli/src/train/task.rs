@@ -77,6 +77,10 @@ pub struct TaskMeta {
     /// Sequence classification: per-channel normalisation.
     #[serde(default)]
     pub channel_norm: Option<Norm>,
+    /// MNIST: the (rows, columns) of the training images, so that images of
+    /// another size are refused by `eval` and `predict`.
+    #[serde(default)]
+    pub image_shape: Option<(usize, usize)>,
 }
 
 /// Model shape implied by the task.
@@ -120,8 +124,50 @@ fn split_counts(n: usize, val: f64, test: f64, what: &str) -> Result<(usize, usi
     Ok((n - nv - nt, nv, nt))
 }
 
+/// Checks that every real input and target of `ex` is finite after
+/// normalisation (values near f64's range overflow f32 there), naming the
+/// file the examples came from.
+pub(crate) fn check_finite(path: &Path, ex: &Examples) -> Result<()> {
+    if let Inputs::Dense { seqs, .. } = &ex.inputs {
+        if let Some(i) = seqs.iter().position(|s| s.iter().any(|v| !v.is_finite())) {
+            return Err(data_err(
+                path,
+                None,
+                format!("example {}: a value is too large to normalise (it overflows f32)", i + 1),
+            ));
+        }
+    }
+    if let TargetSet::Real { rows, .. } = &ex.targets {
+        if let Some(i) = rows.iter().position(|s| s.iter().any(|v| !v.is_finite())) {
+            return Err(data_err(
+                path,
+                None,
+                format!("example {}: a target is too large to normalise (it overflows f32)", i + 1),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Prepares the data of `cfg.task`.
 pub fn prepare(cfg: &TrainConfig) -> Result<Prepared> {
+    if let (Some(p), false) = (&cfg.data.test_path, cfg.task == Task::Ts) {
+        return Err(config_err(
+            "test_path (--test-data)",
+            p.display(),
+            format!("only task ts reads a separate test file; task {} splits its data", cfg.task),
+        ));
+    }
+    let prepared = prepare_task(cfg)?;
+    if let (TaskData::Examples { train, val, test }, Some(path)) = (&prepared.data, cfg.data.path.as_deref()) {
+        for ex in [train, val, test] {
+            check_finite(path, ex)?;
+        }
+    }
+    Ok(prepared)
+}
+
+fn prepare_task(cfg: &TrainConfig) -> Result<Prepared> {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x5eed_da7a);
     match cfg.task {
         Task::Forecast => {
@@ -160,14 +206,34 @@ pub fn prepare(cfg: &TrainConfig) -> Result<Prepared> {
         Task::Ts => {
             let path = need_path(cfg)?;
             let train = data::read_ts(path)?;
+            if train.labels.is_empty() {
+                return Err(data_err(
+                    path,
+                    None,
+                    "has no class labels (@classLabel false): task ts classifies, so every example needs a label",
+                ));
+            }
             let test_path = match &cfg.data.test_path {
-                Some(p) => Some(p.clone()),
+                Some(p) => {
+                    data::regular_file_size(p).map_err(|e| match e {
+                        recurrent::Error::Data { problem, .. } => {
+                            config_err("test_path (--test-data)", p.display(), problem)
+                        }
+                        other => other,
+                    })?;
+                    Some(p.clone())
+                }
                 None => {
                     let s = path.to_string_lossy();
                     (s.contains("_TRAIN")).then(|| PathBuf::from(s.replace("_TRAIN", "_TEST"))).filter(|p| p.exists())
                 }
             };
             let test = test_path.as_deref().map(data::read_ts).transpose()?;
+            if let (Some(t), Some(p)) = (&test, &test_path) {
+                if t.labels.is_empty() {
+                    return Err(data_err(p, None, "has no class labels (@classLabel false): the test part needs labels"));
+                }
+            }
             let classes = train.class_labels.clone();
             let test = test.map(|t| (t.series, t.labels));
             sequences(cfg, train.series, train.labels, test, classes, &mut rng)
@@ -409,21 +475,52 @@ fn find_file(dir: &Path, stem: &str) -> Result<PathBuf> {
 
 /// One part of an MNIST folder (`prefix` "train" or "t10k": its images and
 /// labels, plain or gzip) as sequences: rows of 28 pixels, or single pixels.
-pub(crate) fn mnist_part(dir: &Path, prefix: &str, pixel_by_pixel: bool) -> Result<Examples> {
-    let images = data::read_idx(&find_file(dir, &format!("{prefix}-images-idx3-ubyte"))?)?;
-    let labels = data::read_idx(&find_file(dir, &format!("{prefix}-labels-idx1-ubyte"))?)?;
-    let (xs, ys) = data::mnist_sequences(&images, &labels, pixel_by_pixel)?;
-    Ok(Examples {
-        inputs: Inputs::Dense { width: if pixel_by_pixel { 1 } else { 28 }, seqs: xs },
-        targets: TargetSet::Class(ys.iter().map(|&v| v as i64).collect()),
-    })
+/// Also returns the images' (rows, columns). Images of any size are read;
+/// labels must be digits 0-9.
+pub(crate) fn mnist_part(dir: &Path, prefix: &str, pixel_by_pixel: bool) -> Result<(Examples, (usize, usize))> {
+    let image_path = find_file(dir, &format!("{prefix}-images-idx3-ubyte"))?;
+    let label_path = find_file(dir, &format!("{prefix}-labels-idx1-ubyte"))?;
+    let images = data::read_idx(&image_path)?;
+    let labels = data::read_idx(&label_path)?;
+    let named = |p: &Path, e: recurrent::Error| match e {
+        recurrent::Error::Data { .. } => e,
+        other => data_err(p, None, other.to_string()),
+    };
+    let (t, width) = data::mnist_shape(&images, pixel_by_pixel).map_err(|e| named(&image_path, e))?;
+    let &[_, rows, cols] = images.dims.as_slice() else {
+        return Err(data_err(&image_path, None, "MNIST images must have 3 dimensions [N, rows, cols]"));
+    };
+    if t == 0 || width == 0 {
+        return Err(data_err(&image_path, None, format!("images of {rows}x{cols} pixels are empty")));
+    }
+    let (xs, ys) = data::mnist_sequences(&images, &labels, pixel_by_pixel).map_err(|e| named(&label_path, e))?;
+    if let Some((i, &y)) = ys.iter().enumerate().find(|(_, &y)| y > 9) {
+        return Err(data_err(&label_path, None, format!("label {y} of image {} is not a digit 0-9", i + 1)));
+    }
+    Ok((
+        Examples {
+            inputs: Inputs::Dense { width, seqs: xs },
+            targets: TargetSet::Class(ys.iter().map(|&v| v as i64).collect()),
+        },
+        (rows, cols),
+    ))
 }
 
 /// Sequential MNIST from a folder of the four IDX files.
 fn mnist(cfg: &TrainConfig, dir: &Path) -> Result<Prepared> {
-    let all = mnist_part(dir, "train", cfg.data.pixel_by_pixel)?;
-    let test = mnist_part(dir, "t10k", cfg.data.pixel_by_pixel)?;
-    let width = if cfg.data.pixel_by_pixel { 1 } else { 28 };
+    let (all, shape) = mnist_part(dir, "train", cfg.data.pixel_by_pixel)?;
+    let (test, test_shape) = mnist_part(dir, "t10k", cfg.data.pixel_by_pixel)?;
+    if test_shape != shape {
+        return Err(data_err(
+            dir,
+            None,
+            format!(
+                "the t10k images are {}x{} pixels but the train images {}x{}",
+                test_shape.0, test_shape.1, shape.0, shape.1
+            ),
+        ));
+    }
+    let width = if cfg.data.pixel_by_pixel { 1 } else { shape.1 };
     let n = if cfg.data.limit > 0 { cfg.data.limit.min(all.len()) } else { all.len() };
     let nv = ((n as f64 * cfg.data.val_fraction).round() as usize).max(1);
     if n <= nv {
@@ -446,7 +543,11 @@ fn mnist(cfg: &TrainConfig, dir: &Path) -> Result<Prepared> {
             loss: LossKind::CrossEntropy,
             metric: "accuracy",
         },
-        meta: TaskMeta { classes: (0..10).map(|d| d.to_string()).collect(), ..empty_meta(cfg) },
+        meta: TaskMeta {
+            classes: (0..10).map(|d| d.to_string()).collect(),
+            image_shape: Some(shape),
+            ..empty_meta(cfg)
+        },
         baseline: Some(("chance".into(), 0.1)),
         test_baseline: Some(("chance".into(), 0.1)),
     })
@@ -462,28 +563,43 @@ fn tokens(cfg: &TrainConfig, path: &Path, rng: &mut rand_chacha::ChaCha8Rng) -> 
     let mut idx: Vec<usize> = (0..n).collect();
     idx.shuffle(rng);
     let (ntr, nv, _) = split_counts(n, cfg.data.val_fraction, cfg.data.test_fraction, "examples")?;
-    let vocab = Vocab::build(idx[..ntr].iter().flat_map(|&i| rows[i].1.iter().cloned()), &["<pad>", "<unk>"]);
+    let vocab = Vocab::build(
+        idx[..ntr].iter().flat_map(|&i| rows.examples[i].ids.iter().map(|&t| rows.tokens[t as usize].as_str())),
+        &["<pad>", "<unk>"],
+    );
     let unk = vocab.id("<unk>");
-    let mut classes: Vec<String> = idx[..ntr].iter().map(|&i| rows[i].0.clone()).collect();
+    // The file's token ids to the vocabulary's (unk for tokens seen only outside training).
+    let index = vocab.index();
+    let to_vocab: Vec<Option<usize>> = rows.tokens.iter().map(|t| index.get(t.as_str()).copied().or(unk)).collect();
+    let mut classes: Vec<String> = idx[..ntr].iter().map(|&i| rows.examples[i].label.clone()).collect();
     classes.sort();
     classes.dedup();
-    let build =
-        |ids: &[usize]| -> Result<Examples> {
-            let mut seqs = Vec::new();
-            let mut ys = Vec::new();
-            for &i in ids {
-                let (label, toks) = &rows[i];
-                if toks.is_empty() {
-                    return Err(data_err(path, None, format!("example {} has no tokens", i + 1)));
-                }
-                seqs.push(vocab.encode(toks.iter(), unk)?);
-                ys.push(classes.iter().position(|c| c == label).map_or(
-                    Err(config_err("label", label, "does not occur in the training part")),
-                    |p| Ok(p as i64),
-                )?);
-            }
-            Ok(Examples { inputs: Inputs::Tokens { seqs }, targets: TargetSet::Class(ys) })
-        };
+    let build = |ids: &[usize]| -> Result<Examples> {
+        let mut seqs = Vec::new();
+        let mut ys = Vec::new();
+        for &i in ids {
+            let ex = &rows.examples[i];
+            let seq = ex
+                .ids
+                .iter()
+                .map(|&t| {
+                    to_vocab[t as usize].ok_or_else(|| {
+                        data_err(path, Some(ex.line), format!("token \"{}\" is not in the vocabulary", rows.tokens[t as usize]))
+                    })
+                })
+                .collect::<Result<Vec<usize>>>()?;
+            seqs.push(seq);
+            ys.push(classes.iter().position(|c| c == &ex.label).map_or(
+                Err(data_err(
+                    path,
+                    Some(ex.line),
+                    format!("label \"{}\" does not occur in the training part", data::echo(&ex.label)),
+                )),
+                |p| Ok(p as i64),
+            )?);
+        }
+        Ok(Examples { inputs: Inputs::Tokens { seqs }, targets: TargetSet::Class(ys) })
+    };
     let train = build(&idx[..ntr])?;
     let val = build(&idx[ntr..ntr + nv])?;
     let test = build(&idx[ntr + nv..])?;
@@ -559,6 +675,7 @@ fn empty_meta(cfg: &TrainConfig) -> TaskMeta {
         classes: Vec::new(),
         vocab: None,
         channel_norm: None,
+        image_shape: None,
     }
 }
 

@@ -56,6 +56,43 @@ fn check_fits(model: &Model<f32>, meta: &TaskMeta) -> std::result::Result<(), St
             return Err(format!("the model outputs {o} values but task {} needs {n}", meta.task));
         }
     }
+    // Every normalisation list must cover the columns or channels it scales.
+    let norms = [
+        ("input_norm", meta.input_norm.as_ref(), meta.input_columns.len()),
+        ("target_norm", meta.target_norm.as_ref(), meta.target_columns.len()),
+    ];
+    for (key, norm, columns) in norms {
+        if let Some(n) = norm {
+            if n.mean.len() != columns || n.std.len() != columns {
+                return Err(format!(
+                    "task.{key} has {} means and {} deviations for {columns} columns",
+                    n.mean.len(),
+                    n.std.len()
+                ));
+            }
+            if n.mean.iter().chain(&n.std).any(|v| !v.is_finite()) || n.std.iter().any(|&v| v <= 0.0) {
+                return Err(format!("task.{key} holds a non-finite value or a deviation that is not positive"));
+            }
+        }
+    }
+    if let Some(n) = &meta.channel_norm {
+        let i = model.cfg.rnn.input_size;
+        if n.mean.len() != i || n.std.len() != i {
+            return Err(format!(
+                "task.channel_norm has {} means and {} deviations; the model reads {i} channels",
+                n.mean.len(),
+                n.std.len()
+            ));
+        }
+        if n.mean.iter().chain(&n.std).any(|v| !v.is_finite()) || n.std.iter().any(|&v| v <= 0.0) {
+            return Err("task.channel_norm holds a non-finite value or a deviation that is not positive".into());
+        }
+    }
+    if let (Some(v), Some(mv)) = (&meta.vocab, model.cfg.vocab) {
+        if v.len() != mv {
+            return Err(format!("task.vocab has {} tokens but the model's embedding {mv}", v.len()));
+        }
+    }
     if matches!(meta.task.as_str(), "forecast" | "mackey-glass") && meta.input_columns.len() != model.cfg.rnn.input_size
     {
         return Err(format!(
@@ -147,6 +184,7 @@ fn forecast_windows(
         inputs: Inputs::Dense { width: ins.len(), seqs },
         targets: TargetSet::Real { width: h * outs.len(), rows },
     };
+    super::task::check_finite(path, &ex)?;
     Ok((ex, ends, table.dates.clone()))
 }
 
@@ -194,13 +232,17 @@ fn labelled(meta: &TaskMeta, path: &Path, need_labels: bool) -> Result<(Examples
                     .iter()
                     .position(|c| c == l)
                     .map(|p| p as i64)
-                    .ok_or_else(|| data_err(path, None, format!("label \"{l}\" is not one of the model's classes")))
+                    .ok_or_else(|| {
+                        data_err(path, None, format!("label \"{}\" is not one of the model's classes", data::echo(l)))
+                    })
             })
             .collect::<Result<_>>()?
     } else {
         vec![0; seqs.len()]
     };
-    Ok((Examples { inputs: Inputs::Dense { width: channels, seqs }, targets: TargetSet::Class(ys) }, labels))
+    let ex = Examples { inputs: Inputs::Dense { width: channels, seqs }, targets: TargetSet::Class(ys) };
+    super::task::check_finite(path, &ex)?;
+    Ok((ex, labels))
 }
 
 fn token_examples(meta: &TaskMeta, path: &Path, need_labels: bool) -> Result<Examples> {
@@ -216,24 +258,63 @@ fn token_examples(meta: &TaskMeta, path: &Path, need_labels: bool) -> Result<Exa
         split,
     )?;
     let unk = vocab.id("<unk>");
+    let index = vocab.index();
+    let to_vocab: Vec<Option<usize>> = rows.tokens.iter().map(|t| index.get(t.as_str()).copied().or(unk)).collect();
     let mut seqs = Vec::new();
     let mut ys = Vec::new();
-    for (i, (label, toks)) in rows.iter().enumerate() {
-        if toks.is_empty() {
-            return Err(data_err(path, None, format!("example {} has no tokens", i + 1)));
-        }
-        seqs.push(vocab.encode(toks.iter(), unk)?);
+    for ex in &rows.examples {
+        let seq = ex
+            .ids
+            .iter()
+            .map(|&t| {
+                to_vocab[t as usize].ok_or_else(|| {
+                    data_err(
+                        path,
+                        Some(ex.line),
+                        format!("token \"{}\" is not in the model's vocabulary", data::echo(&rows.tokens[t as usize])),
+                    )
+                })
+            })
+            .collect::<Result<Vec<usize>>>()?;
+        seqs.push(seq);
         ys.push(if need_labels {
-            meta.classes
-                .iter()
-                .position(|c| c == label)
-                .map(|p| p as i64)
-                .ok_or_else(|| data_err(path, None, format!("label \"{label}\" is not one of the model's classes")))?
+            meta.classes.iter().position(|c| c == &ex.label).map(|p| p as i64).ok_or_else(|| {
+                data_err(
+                    path,
+                    Some(ex.line),
+                    format!("label \"{}\" is not one of the model's classes", data::echo(&ex.label)),
+                )
+            })?
         } else {
             0
         });
     }
     Ok(Examples { inputs: Inputs::Tokens { seqs }, targets: TargetSet::Class(ys) })
+}
+
+/// The t10k images of an MNIST folder, refused when their size differs
+/// from the training images' (or, for checkpoints that do not record it,
+/// when a row is not as wide as the model's input).
+fn mnist_examples(l: &Loaded, dir: &Path) -> Result<Examples> {
+    let (ex, (rows, cols)) = super::task::mnist_part(dir, "t10k", l.meta.data.pixel_by_pixel)?;
+    let refuse = |want: String| {
+        Err(data_err(
+            dir,
+            None,
+            format!("the t10k images are {rows}x{cols} pixels but the model was trained on {want}"),
+        ))
+    };
+    match l.meta.image_shape {
+        Some((r, c)) if (r, c) != (rows, cols) => return refuse(format!("{r}x{c} images")),
+        Some(_) => {}
+        None => {
+            let width = if l.meta.data.pixel_by_pixel { 1 } else { cols };
+            if width != l.model.cfg.rnn.input_size {
+                return refuse(format!("rows of {} pixels", l.model.cfg.rnn.input_size));
+            }
+        }
+    }
+    Ok(ex)
 }
 
 /// Loss and metric of a checkpoint on a data file (forecast, classify, ts, tokens, charlm) or an
@@ -251,9 +332,7 @@ pub fn eval(l: &Loaded, path: &Path, batch: usize) -> Result<(Evaluation, String
         "forecast" | "mackey-glass" => evaluate(&l.model, &forecast_windows(&l.meta, path, true)?.0, batch, &metric)?,
         "classify" | "ts" => evaluate(&l.model, &labelled(&l.meta, path, true)?.0, batch, &metric)?,
         "tokens" => evaluate(&l.model, &token_examples(&l.meta, path, true)?, batch, &metric)?,
-        "mnist" => {
-            evaluate(&l.model, &super::task::mnist_part(path, "t10k", l.meta.data.pixel_by_pixel)?, batch, &metric)?
-        }
+        "mnist" => evaluate(&l.model, &mnist_examples(l, path)?, batch, &metric)?,
         "charlm" => {
             let text = data::read_text(path)?;
             let ids = encode_text(&l.meta, &text, path)?;
@@ -326,7 +405,7 @@ pub fn predict(l: &Loaded, path: &Path, batch: usize) -> Result<String> {
         "classify" | "ts" | "tokens" | "mnist" => {
             let ex = match l.meta.task.as_str() {
                 "tokens" => token_examples(&l.meta, path, false)?,
-                "mnist" => super::task::mnist_part(path, "t10k", l.meta.data.pixel_by_pixel)?,
+                "mnist" => mnist_examples(l, path)?,
                 _ => labelled(&l.meta, path, false)?.0,
             };
             out.push_str("example,predicted\n");
