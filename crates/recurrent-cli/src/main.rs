@@ -580,7 +580,8 @@ fn main() -> ExitCode {
         Err(e) => {
             // One line: the library's messages already name the file, line or key.
             // Control bytes from input files are escaped and the line is capped.
-            let msg = recurrent::error::clean(&format!("{e:#}").replace('\n', " "), recurrent::error::MAX_LINE_CHARS - 7);
+            let msg =
+                recurrent::error::clean(&format!("{e:#}").replace('\n', " "), recurrent::error::MAX_LINE_CHARS - 7);
             let quiet = QUIET.load(std::sync::atomic::Ordering::Relaxed);
             if !quiet {
                 eprintln!("error: {msg}");

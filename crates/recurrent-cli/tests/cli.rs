@@ -522,6 +522,14 @@ fn bad_input_gives_one_line_and_status_2() {
     fails_with(&["train", "--task", "copy", "--estimator", "rtrl"], &["rtrl", "tokens"]);
     fails_with(&["train", "--estimator", "rtrl", "--hidden", "256", "--memory-limit-mb", "1"], &["memory", "limit"]);
     fails_with(&["train", "--k1", "10", "--k2", "5"], &["k2", "k1"]);
+    // Sizes from flags are checked against the memory limit (or their own bound) before any allocation.
+    let o = s(&d.join("big"));
+    fails_with(&["train", "--hidden", "100000", "--out", &o], &["memory limit", "GiB"]);
+    fails_with(&["train", "--layers", "1000000", "--out", &o], &["memory limit", "TiB"]);
+    fails_with(&["train", "--hidden", "99999999999", "--out", &o], &["memory limit"]);
+    fails_with(&["train", "--window", "18446744073709551615", "--out", &o], &["window 18446744073709551615"]);
+    fails_with(&["train", "--threads", "100000", "--out", &o], &["train.threads", "1024"]);
+    fails_with(&["train", "--gamma", "nan", "--out", &o], &["train.gamma"]);
     // Unknown key in a TOML file: names the file, line and key.
     let toml = d.join("run.toml");
     write(&toml, "task = \"adding\"\n[model]\nhiden = 3\n");

@@ -149,7 +149,11 @@ fn io_text(e: &std::io::Error) -> String {
 /// file, so metadata claiming 10^9 layers or a 2^32-wide head is refused
 /// by arithmetic alone. The shapes are then checked tensor by tensor when
 /// the values are loaded.
-pub fn check_meta_against_tensors(path: &Path, model: &ModelConfig, tensors: &[(String, Vec<usize>, Vec<f64>)]) -> Result<()> {
+pub fn check_meta_against_tensors(
+    path: &Path,
+    model: &ModelConfig,
+    tensors: &[(String, Vec<usize>, Vec<f64>)],
+) -> Result<()> {
     let need = crate::memory::param_count(model);
     let have: u128 = tensors.iter().map(|(_, _, v)| v.len() as u128).sum();
     if need != have {

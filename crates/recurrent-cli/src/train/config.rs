@@ -374,6 +374,16 @@ impl TrainConfig {
                 ),
             ));
         }
+        if self.train.threads > 1024 {
+            return Err(config_err(
+                "train.threads",
+                self.train.threads,
+                "must be at most 1024 (0: the cores of the host)",
+            ));
+        }
+        if !(self.train.gamma > 0.0 && self.train.gamma.is_finite()) {
+            return Err(config_err("train.gamma", self.train.gamma, "must be a finite number > 0"));
+        }
         if self.train.memory_limit_mb == 0 {
             return Err(config_err("train.memory_limit_mb", 0, "must be at least 1"));
         }

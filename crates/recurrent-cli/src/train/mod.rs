@@ -21,9 +21,10 @@ use recurrent::checkpoint::{self, write_atomic};
 use recurrent::distributed::{agree, broadcast_bytes, Comm, Single};
 use recurrent::error::{config_err, data_err, Result};
 use recurrent::grad::tbptt::Truncation;
+use recurrent::memory::{self, Workload};
 use recurrent::model::{InitConfig, Model, ModelConfig};
 use recurrent::network::RnnConfig;
-use recurrent::optim::{OptimizerKind, Schedule, ScheduleName};
+use recurrent::optim::{OptimizerKind, OptimizerName, Schedule, ScheduleName};
 pub use recurrent::train::{
     evaluate, evaluate_data, make_batch, BatchBuf, DataSource, EpochEnd, Evaluation, MetricsLine, Observer, Silent,
 };
@@ -130,7 +131,9 @@ pub fn trainer_config(cfg: &TrainConfig, p: &Prepared) -> Result<TrainerConfig> 
         clip: Clipping { norm: positive(t.clip_norm), value: positive(t.clip_value) },
         method: t.estimator,
         truncation: Truncation::new(t.k1, t.k2)?,
-        memory_limit: t.memory_limit_mb << 20,
+        memory_limit: t.memory_limit_mb.checked_mul(1 << 20).ok_or_else(|| {
+            config_err("train.memory_limit_mb", t.memory_limit_mb, "is larger than this machine can address")
+        })?,
         epochs: t.epochs,
         max_steps: some(t.max_steps),
         batch: t.batch,
@@ -186,6 +189,7 @@ pub fn train_with(cfg: &TrainConfig, resume: bool, obs: &mut dyn Observer, comm:
         agree(comm, same_data(comm, cfg, &prep.data))?;
     }
     let tcfg = trainer_config(cfg, &prep)?;
+    check_memory(cfg, &prep, &tcfg)?;
     let mut model = init_model(cfg, &prep)?;
     let files = RunFiles::new(&out, &prep.meta);
     let mut trainer = if resume {
@@ -229,6 +233,23 @@ pub fn train_with(cfg: &TrainConfig, resume: bool, obs: &mut dyn Observer, comm:
         steps: report.steps,
         plots,
     })
+}
+
+/// Checks the memory the model, its gradients, the optimizer and one batch's
+/// caches need against the one limit (`train.memory_limit_mb`) before
+/// anything of that size is allocated.
+fn check_memory(cfg: &TrainConfig, prep: &Prepared, tcfg: &TrainerConfig) -> Result<()> {
+    let seq_len = match &prep.data {
+        TaskData::Examples { train, .. } => (0..train.len()).map(|i| train.seq_len(i)).max().unwrap_or(1),
+        TaskData::Stream { .. } => tcfg.truncation.k2,
+    };
+    let slots = match cfg.train.optimizer {
+        OptimizerName::Sgd | OptimizerName::Adagrad => 1,
+        OptimizerName::Rmsprop | OptimizerName::Adam | OptimizerName::Adamw => 3,
+    };
+    let work = Workload { batch: cfg.train.batch, seq_len, elem_bytes: 4, optimizer_slots: slots };
+    memory::estimate(&model_config(cfg, prep)?, &work)
+        .check("training this model (train.memory_limit_mb / --memory-limit-mb)", tcfg.memory_limit as u128)
 }
 
 /// Runs `write` (files of the run) on rank 0 only; every rank learns whether it worked.

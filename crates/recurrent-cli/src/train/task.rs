@@ -231,7 +231,11 @@ fn prepare_task(cfg: &TrainConfig) -> Result<Prepared> {
             let test = test_path.as_deref().map(data::read_ts).transpose()?;
             if let (Some(t), Some(p)) = (&test, &test_path) {
                 if t.labels.is_empty() {
-                    return Err(data_err(p, None, "has no class labels (@classLabel false): the test part needs labels"));
+                    return Err(data_err(
+                        p,
+                        None,
+                        "has no class labels (@classLabel false): the test part needs labels",
+                    ));
                 }
             }
             let classes = train.class_labels.clone();
@@ -273,7 +277,7 @@ fn forecast(
     // Chronological split of the rows; each part must hold at least one window.
     let (ntr, nv, _nt) = split_counts(n, d.val_fraction, d.test_fraction, "rows")?;
     let bounds = [(0, ntr), (ntr, ntr + nv), (ntr + nv, n)];
-    if ntr < w + h {
+    if w.checked_add(h).is_none_or(|s| ntr < s) {
         return Err(data_err(
             path,
             None,
@@ -584,7 +588,11 @@ fn tokens(cfg: &TrainConfig, path: &Path, rng: &mut rand_chacha::ChaCha8Rng) -> 
                 .iter()
                 .map(|&t| {
                     to_vocab[t as usize].ok_or_else(|| {
-                        data_err(path, Some(ex.line), format!("token \"{}\" is not in the vocabulary", rows.tokens[t as usize]))
+                        data_err(
+                            path,
+                            Some(ex.line),
+                            format!("token \"{}\" is not in the vocabulary", rows.tokens[t as usize]),
+                        )
                     })
                 })
                 .collect::<Result<Vec<usize>>>()?;

@@ -228,13 +228,9 @@ fn labelled(meta: &TaskMeta, path: &Path, need_labels: bool) -> Result<(Examples
         labels
             .iter()
             .map(|l| {
-                meta.classes
-                    .iter()
-                    .position(|c| c == l)
-                    .map(|p| p as i64)
-                    .ok_or_else(|| {
-                        data_err(path, None, format!("label \"{}\" is not one of the model's classes", data::echo(l)))
-                    })
+                meta.classes.iter().position(|c| c == l).map(|p| p as i64).ok_or_else(|| {
+                    data_err(path, None, format!("label \"{}\" is not one of the model's classes", data::echo(l)))
+                })
             })
             .collect::<Result<_>>()?
     } else {
