@@ -15,34 +15,11 @@ use std::process::ExitCode;
 
 mod cli_train;
 
-/// mimalloc keeps the pages of freed blocks for reuse; with glibc's malloc the
-/// per-call buffers of a training step (tens of megabytes at LM and L) went
-/// back to the kernel and were faulted in and zeroed again on the next call.
+/// The binary's allocator (feature `mimalloc`, on by default; the library
+/// sets none). With its default settings.
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-/// The same policy for mimalloc: by default it hands the pages of freed
-/// blocks back to the kernel (decommit) a second after the free, and a
-/// training step at L takes about two, so each step faulted its 50-100 MB of
-/// caches in and zeroed them again (`perf stat`, LSTM training at LM, 1
-/// thread: 5253 page faults and 366 ms of system time in 6.3 s; with purging
-/// off, 283 and 59 ms). Peak memory is unchanged; the process keeps its peak
-/// until it exits, as with the glibc settings above.
-#[cfg(feature = "mimalloc")]
-fn keep_freed_pages() {
-    // `mi_option_purge_delay` of the mimalloc.h that libmimalloc-sys 0.1.49
-    // vendors (v2 and v3 alike; Cargo.toml pins that version); the crate
-    // exports no constant for it. With it set, `MIMALLOC_SHOW_STATS=1`
-    // reports 0 purges after a training run.
-    const MI_OPTION_PURGE_DELAY: libc::c_int = 15;
-    unsafe extern "C" {
-        fn mi_option_set(option: libc::c_int, value: libc::c_long);
-    }
-    // SAFETY: mimalloc's documented C API, linked in by the mimalloc crate;
-    // options may be set at any time, and -1 means "never purge".
-    unsafe { mi_option_set(MI_OPTION_PURGE_DELAY, -1) }
-}
 
 #[derive(Parser, Debug)]
 #[command(name = "recurrent", version, about = "Train Elman RNN, LSTM and GRU networks, exact to PyTorch")]
@@ -562,19 +539,6 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    // A training step frees and re-allocates the same large buffers (caches of
-    // [T, B, G*H]) every step. glibc would hand the big ones back to the
-    // kernel each time (mmap / heap trimming) and page-fault them in again:
-    // 11 % of a step at configuration S. Keeping freed memory in the heap
-    // makes the next step reuse it; peak memory is unchanged.
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only changes glibc's allocation policy; called before any other thread starts.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_MAX, 0);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
-    }
-    #[cfg(feature = "mimalloc")]
-    keep_freed_pages();
     match run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

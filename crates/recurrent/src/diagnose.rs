@@ -14,6 +14,7 @@ use serde::Serialize;
 /// What `diagnose` measures for one (layer, direction).
 #[derive(Clone, Debug, Serialize)]
 pub struct LayerDiagnosis {
+    /// Layer index l.
     pub layer: usize,
     /// 0 forward, 1 reverse.
     pub direction: usize,
@@ -33,8 +34,11 @@ pub struct LayerDiagnosis {
 /// The whole report.
 #[derive(Clone, Debug, Serialize)]
 pub struct Diagnosis {
+    /// The cell's name.
     pub cell: String,
+    /// The batch's loss.
     pub loss: f64,
+    /// One entry per (layer, direction), index l*D + d.
     pub layers: Vec<LayerDiagnosis>,
 }
 

@@ -8,39 +8,93 @@ use thiserror::Error;
 pub enum Error {
     /// A buffer does not have the shape the operation needs.
     #[error("shape mismatch for {what}: expected {expected}, got {got}")]
-    Shape { what: String, expected: String, got: String },
+    Shape {
+        /// The buffer or value.
+        what: String,
+        /// The shape it needs.
+        expected: String,
+        /// What it has.
+        got: String,
+    },
 
     /// A configuration value is outside its allowed range.
     #[error("invalid {what} = {}: {}", clean(value, ECHO_VALUE_CHARS), clean(reason, MAX_MESSAGE_CHARS))]
-    Config { what: String, value: String, reason: String },
+    Config {
+        /// The setting.
+        what: String,
+        /// Its value.
+        value: String,
+        /// Why it is refused.
+        reason: String,
+    },
 
     /// A per-sequence length is 0 or longer than the padded length.
     #[error("invalid length {length} for sequence {index}: lengths must be in 1..={seq_len}")]
-    Length { index: usize, length: usize, seq_len: usize },
+    Length {
+        /// The sequence.
+        index: usize,
+        /// Its length.
+        length: usize,
+        /// The padded length.
+        seq_len: usize,
+    },
 
     /// A token id is outside the vocabulary.
     #[error("token {token} at position {position} is outside the vocabulary of size {vocab}")]
-    Token { token: usize, position: usize, vocab: usize },
+    Token {
+        /// The token id.
+        token: usize,
+        /// Its flat position in the input.
+        position: usize,
+        /// The vocabulary size.
+        vocab: usize,
+    },
 
     /// A class target is outside 0..classes (and is not the ignore index).
     #[error("class target {target} at position {position} is outside 0..{classes}")]
-    Class { target: i64, position: usize, classes: usize },
+    Class {
+        /// The target.
+        target: i64,
+        /// Its flat position among the targets.
+        position: usize,
+        /// The number of classes.
+        classes: usize,
+    },
 
     /// A data file is missing, unreadable or malformed. `line` is 1-based.
     /// The path and the problem are shown with control characters escaped
     /// ([`clean`]), since both may come from untrusted files.
     #[error("{}{}: {}", clean(path, MAX_PATH_CHARS), line.map(|l| format!(":{l}")).unwrap_or_default(), clean(problem, MAX_MESSAGE_CHARS))]
-    Data { path: String, line: Option<usize>, problem: String },
+    Data {
+        /// The file.
+        path: String,
+        /// The 1-based line, when known.
+        line: Option<usize>,
+        /// What is wrong.
+        problem: String,
+    },
 
     /// A parameter name is unknown, or a named tensor has the wrong shape.
     #[error("parameter {}: {}", clean(name, ECHO_VALUE_CHARS), clean(problem, MAX_MESSAGE_CHARS))]
-    Param { name: String, problem: String },
+    Param {
+        /// The parameter's name.
+        name: String,
+        /// What is wrong.
+        problem: String,
+    },
 
     /// A process of a distributed run failed, so every process stopped:
     /// `message` is that rank's error, `user` whether it is the user's to fix.
     /// Rank 0's own errors keep their words; others are prefixed with the rank.
     #[error("{}{message}", if *rank > 0 { format!("rank {rank}: ") } else { String::new() })]
-    Rank { rank: usize, message: String, user: bool },
+    Rank {
+        /// The failing rank.
+        rank: usize,
+        /// Its error.
+        message: String,
+        /// Whether the user can fix it.
+        user: bool,
+    },
 
     /// Training produced a non-finite loss or gradient and the NaN policy
     /// says stop.
@@ -51,7 +105,14 @@ pub enum Error {
     /// than the limit allows (see [`crate::memory`]): `what` says what was
     /// estimated, `need` and `limit` are bytes.
     #[error("{} needs about {} but the memory limit is {}", clean(what, MAX_MESSAGE_CHARS), human_bytes(*need), human_bytes(*limit))]
-    Memory { what: String, need: u128, limit: u128 },
+    Memory {
+        /// What was estimated.
+        what: String,
+        /// Bytes it needs.
+        need: u128,
+        /// Bytes allowed.
+        limit: u128,
+    },
 }
 
 /// Longest path shown in an error message (characters).
@@ -109,6 +170,7 @@ pub fn human_bytes(bytes: u128) -> String {
     }
 }
 
+/// The library's result type.
 pub type Result<T> = std::result::Result<T, Error>;
 
 /// Shorthand for a shape error.

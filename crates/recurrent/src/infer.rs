@@ -1,7 +1,7 @@
 //! The forward-only pass of a recurrent stack, for inference and streaming.
 //!
 //! A `Runner` runs the same sweep as training (`network::sweep`, the same
-//! cell code) with [`Keep::Last`]: it keeps only the latest state of each
+//! cell code) with `Keep::Last`: it keeps only the latest state of each
 //! (layer, direction) instead of every step's, packs each weight matrix
 //! once for all its calls (`linalg::Packed`), and sizes its workspaces on
 //! the first call at a shape, so a stream of `step` calls allocates nothing
@@ -25,7 +25,7 @@ use rand_chacha::ChaCha8Rng;
 #[derive(Debug, Default)]
 pub(crate) struct InferWork<F> {
     packed: PackedNet<F>,
-    /// Sized for [`Keep::Last`]; `inputs[0]` takes the input [T, B, I] and
+    /// Sized for `Keep::Last`; `inputs[0]` takes the input [T, B, I] and
     /// `output` is the top layer's [T, B, D*H].
     cache: RnnCache<F>,
     scratch: StepScratch<F>,

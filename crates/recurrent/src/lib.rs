@@ -3,15 +3,16 @@
 //! Layout of the crate (shape legend everywhere: B batch, T time, I input,
 //! H hidden, G gates, D directions, L layers, O outputs):
 //! - `cells`: the three cells, each step forward paired with its backward;
-//! - `network`: stacked / bidirectional layers over padded batches (`rnn_forward`, `rnn_backward`);
+//! - `network`: stacked / bidirectional layers over padded batches: the one forward sweep
+//!   that training (`rnn_forward`, keeping every step for `rnn_backward`) and inference share;
+//! - `infer`: the forward-only `Runner` (weights packed once, only the latest state kept);
 //! - `model`: embedding + network + Linear head, with PyTorch state_dict names;
 //! - `loss`: MSE, cross-entropy, BCE with logits;
-//! - `bptt`: full and truncated backpropagation through time;
+//! - `grad`: full and truncated backpropagation through time, and the online estimators;
 //! - `optim`: SGD, RMSprop, Adagrad, Adam, AdamW, clipping, learning-rate schedules;
 //! - `params`: the single (name, shape) table behind every flat buffer;
 //! - `linalg`: the one module that calls the GEMM crate (with a naive twin);
 //! - `reference`: plain, slow implementations the fast paths are tested against;
-//! - `bench`: the benchmark configurations shared with the PyTorch peer;
 //! - `distributed`: data-parallel training across processes (MPI with the feature `mpi`).
 //!
 //! A forward and backward pass, and one Adam step:
@@ -40,6 +41,8 @@
 //! let mut opt = Optimizer::new(OptimizerKind::default_for("adam", 1e-3).unwrap(), model.num_params()).unwrap();
 //! opt.step(&mut model.params, &grads).unwrap();
 //! ```
+
+#![warn(missing_docs)]
 
 pub mod cells;
 pub mod checkpoint;

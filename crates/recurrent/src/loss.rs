@@ -37,7 +37,9 @@ impl LossKind {
 /// Targets of a loss: real values [N, O] (MSE, BCE) or class indices [N] (CE).
 #[derive(Clone, Copy, Debug)]
 pub enum Targets<'a, F> {
+    /// Real values [N, O] (MSE, BCE with logits).
     Real(&'a [F]),
+    /// Class indices [N] (cross-entropy; `IGNORE_INDEX` skips a row).
     Class(&'a [i64]),
 }
 

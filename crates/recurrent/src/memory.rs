@@ -31,9 +31,13 @@ pub const DEFAULT_LIMIT_BYTES: u128 = 8 << 30;
 /// Adagrad, 2 for Adam and AdamW).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Workload {
+    /// B: sequences per batch.
     pub batch: usize,
+    /// T: steps per sequence (the longest).
     pub seq_len: usize,
+    /// Bytes per value (4 for f32, 8 for f64).
     pub elem_bytes: usize,
+    /// Optimizer state buffers of P values each (0 for inference).
     pub optimizer_slots: usize,
 }
 

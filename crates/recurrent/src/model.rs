@@ -142,7 +142,7 @@ impl<F> ModelCache<F> {
 
 /// Time-major inputs: x [T, B, I] or token ids [T, B].
 #[derive(Clone, Debug)]
-pub enum TimeMajor<F> {
+pub(crate) enum TimeMajor<F> {
     /// Real-valued inputs [T, B, I].
     Dense(Vec<F>),
     /// Token ids [T, B].
@@ -242,7 +242,7 @@ pub struct Model<F> {
 }
 
 /// Transposes the two leading axes of x [A, B, W] into [B, A, W].
-pub fn swap_leading<F: Copy + Default>(x: &[F], a: usize, b: usize, w: usize) -> Vec<F> {
+pub(crate) fn swap_leading<F: Copy + Default>(x: &[F], a: usize, b: usize, w: usize) -> Vec<F> {
     let mut out = vec![F::default(); x.len()];
     for i in 0..a {
         for j in 0..b {

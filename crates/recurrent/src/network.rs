@@ -4,7 +4,7 @@
 //!
 //! One forward sweep (`sweep`) over layers, directions and steps serves
 //! training and inference alike; what it keeps is the only difference
-//! ([`Keep`]): training keeps every step in an [`RnnCache`] that
+//! (`Keep`): training keeps every step in an [`RnnCache`] that
 //! `rnn_backward` walks in reverse, inference keeps only the latest state
 //! (`infer::Runner`). Both size their buffers once per shape and reuse them
 //! from one call to the next (`RnnCache::prepare`); nothing allocates inside
@@ -28,7 +28,7 @@ use crate::simd::{dispatch, Kernel};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-pub use crate::cells::CellKind;
+use crate::cells::CellKind;
 
 /// Shape and kind of a stack of recurrent layers.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -130,7 +130,7 @@ impl DirParams {
 /// Registers the parameters of `cfg` in `table` under PyTorch's names
 /// (`{prefix}weight_ih_l{k}[_reverse]` ...), in PyTorch's order. Returns one
 /// `DirParams` per (layer, direction), index l*D + d.
-pub fn register_params(table: &mut ParamTable, prefix: &str, cfg: &RnnConfig) -> Vec<DirParams> {
+pub(crate) fn register_params(table: &mut ParamTable, prefix: &str, cfg: &RnnConfig) -> Vec<DirParams> {
     let gh = cfg.cell.gates() * cfg.hidden_size;
     let mut out = Vec::new();
     for l in 0..cfg.num_layers {
@@ -150,8 +150,8 @@ pub fn register_params(table: &mut ParamTable, prefix: &str, cfg: &RnnConfig) ->
 
 /// What one (layer, direction) keeps as it sweeps. Buffers are in
 /// *processing* order s (s = t forward, s = T-1-t for the reverse
-/// direction), in slots: with [`Keep::All`] (training) one per step, with
-/// [`Keep::Last`] (inference) a ring of the latest (2 states, 1 step of
+/// direction), in slots: with `Keep::All` (training) one per step, with
+/// `Keep::Last` (inference) a ring of the latest (2 states, 1 step of
 /// activations); step s uses slot s mod (number of slots).
 #[derive(Clone, Debug, Default)]
 pub struct DirCache<F> {
@@ -188,7 +188,7 @@ pub struct RnnCache<F> {
 
 /// What a forward sweep keeps of each (layer, direction).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Keep {
+pub(crate) enum Keep {
     /// Every step's states and gate activations (training: backward reads them).
     All,
     /// Only the latest state (inference): constant memory in T per (layer, direction).
@@ -207,7 +207,7 @@ impl<F: Float> RnnCache<F> {
     /// `batch` (allocating only what a previous, smaller shape did not) and
     /// records `lengths` [B]. The caller then writes the input of layer 0
     /// into `inputs[0]` [T, B, I].
-    pub fn prepare(&mut self, cfg: &RnnConfig, seq_len: usize, batch: usize, lengths: &[usize], keep: Keep) {
+    pub(crate) fn prepare(&mut self, cfg: &RnnConfig, seq_len: usize, batch: usize, lengths: &[usize], keep: Keep) {
         let (t, b, h, nd, nl) = (seq_len, batch, cfg.hidden_size, cfg.dirs(), cfg.num_layers);
         let g = cfg.cell.gates() * h;
         self.seq_len = t;
@@ -261,7 +261,7 @@ pub struct RnnInputGrads<F> {
 }
 
 /// Checks per-sequence lengths: each must be in 1..=T.
-pub fn check_lengths(lengths: &[usize], batch: usize, seq_len: usize) -> Result<()> {
+pub(crate) fn check_lengths(lengths: &[usize], batch: usize, seq_len: usize) -> Result<()> {
     if lengths.len() != batch {
         return Err(shape_err("lengths", format!("[{batch}] (one per sequence)"), format!("[{}]", lengths.len())));
     }

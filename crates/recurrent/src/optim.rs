@@ -42,11 +42,77 @@ crate::choice! {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "name", rename_all = "snake_case")]
 pub enum OptimizerKind {
-    Sgd { lr: f64, momentum: f64, dampening: f64, nesterov: bool, weight_decay: f64 },
-    Rmsprop { lr: f64, alpha: f64, eps: f64, weight_decay: f64, momentum: f64, centered: bool },
-    Adagrad { lr: f64, lr_decay: f64, weight_decay: f64, initial_accumulator_value: f64, eps: f64 },
-    Adam { lr: f64, beta1: f64, beta2: f64, eps: f64, weight_decay: f64, amsgrad: bool },
-    Adamw { lr: f64, beta1: f64, beta2: f64, eps: f64, weight_decay: f64, amsgrad: bool },
+    /// Stochastic gradient descent (`torch.optim.SGD`).
+    Sgd {
+        /// Learning rate.
+        lr: f64,
+        /// Momentum factor.
+        momentum: f64,
+        /// Dampening of the momentum.
+        dampening: f64,
+        /// Nesterov momentum.
+        nesterov: bool,
+        /// L2 penalty added to the gradient (decoupled for AdamW).
+        weight_decay: f64,
+    },
+    /// RMSprop (`torch.optim.RMSprop`).
+    Rmsprop {
+        /// Learning rate.
+        lr: f64,
+        /// Smoothing constant of the squared-gradient average.
+        alpha: f64,
+        /// Added to the denominator for stability.
+        eps: f64,
+        /// L2 penalty added to the gradient (decoupled for AdamW).
+        weight_decay: f64,
+        /// Momentum factor.
+        momentum: f64,
+        /// Normalise by the variance estimate instead of the second moment.
+        centered: bool,
+    },
+    /// Adagrad (`torch.optim.Adagrad`).
+    Adagrad {
+        /// Learning rate.
+        lr: f64,
+        /// Learning-rate decay per step.
+        lr_decay: f64,
+        /// L2 penalty added to the gradient (decoupled for AdamW).
+        weight_decay: f64,
+        /// Starting value of the squared-gradient sum.
+        initial_accumulator_value: f64,
+        /// Added to the denominator for stability.
+        eps: f64,
+    },
+    /// Adam (`torch.optim.Adam`).
+    Adam {
+        /// Learning rate.
+        lr: f64,
+        /// Decay of the first-moment average.
+        beta1: f64,
+        /// Decay of the second-moment average.
+        beta2: f64,
+        /// Added to the denominator for stability.
+        eps: f64,
+        /// L2 penalty added to the gradient (decoupled for AdamW).
+        weight_decay: f64,
+        /// Use the maximum of past second moments (AMSGrad).
+        amsgrad: bool,
+    },
+    /// AdamW (`torch.optim.AdamW`): Adam with decoupled weight decay.
+    Adamw {
+        /// Learning rate.
+        lr: f64,
+        /// Decay of the first-moment average.
+        beta1: f64,
+        /// Decay of the second-moment average.
+        beta2: f64,
+        /// Added to the denominator for stability.
+        eps: f64,
+        /// L2 penalty added to the gradient (decoupled for AdamW).
+        weight_decay: f64,
+        /// Use the maximum of past second moments (AMSGrad).
+        amsgrad: bool,
+    },
 }
 
 impl OptimizerKind {
@@ -150,6 +216,7 @@ impl OptimizerKind {
 /// An optimizer with its state: `slots` flat buffers the size of the parameters.
 #[derive(Clone, Debug)]
 pub struct Optimizer<F> {
+    /// The algorithm and its hyper-parameters.
     pub kind: OptimizerKind,
     /// Learning rate used by the next step (schedules change it).
     pub lr: f64,
@@ -333,21 +400,51 @@ pub enum Schedule {
     /// Constant learning rate.
     Constant,
     /// lr * gamma^(epoch / step_size) (`StepLR`).
-    Step { step_size: usize, gamma: f64 },
+    Step {
+        /// Epochs between decays.
+        step_size: usize,
+        /// Decay factor.
+        gamma: f64,
+    },
     /// lr * gamma^epoch (`ExponentialLR`).
-    Exponential { gamma: f64 },
+    Exponential {
+        /// Decay factor per epoch.
+        gamma: f64,
+    },
     /// Linear warm-up from `start_factor * lr` over `warmup_epochs`, then
     /// cosine annealing to `eta_min` at `total_epochs` (PyTorch's
     /// SequentialLR of LinearLR and CosineAnnealingLR).
-    CosineWarmup { warmup_epochs: usize, start_factor: f64, total_epochs: usize, eta_min: f64 },
+    CosineWarmup {
+        /// Epochs of linear warm-up.
+        warmup_epochs: usize,
+        /// Fraction of lr the warm-up starts at.
+        start_factor: f64,
+        /// Epoch at which the annealing reaches `eta_min`.
+        total_epochs: usize,
+        /// Final learning rate.
+        eta_min: f64,
+    },
     /// `ReduceLROnPlateau` in 'min' mode with a relative threshold.
-    Plateau { factor: f64, patience: usize, threshold: f64, cooldown: usize, min_lr: f64 },
+    Plateau {
+        /// Factor the learning rate is multiplied by on a plateau.
+        factor: f64,
+        /// Epochs without improvement tolerated.
+        patience: usize,
+        /// Relative improvement that counts.
+        threshold: f64,
+        /// Epochs to wait after a reduction.
+        cooldown: usize,
+        /// Lower bound of the learning rate.
+        min_lr: f64,
+    },
 }
 
 /// A schedule with its running state.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Scheduler {
+    /// The schedule.
     pub schedule: Schedule,
+    /// The learning rate it scales.
     pub base_lr: f64,
     /// Epochs stepped so far.
     pub epoch: usize,

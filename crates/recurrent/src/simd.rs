@@ -15,15 +15,20 @@
 /// A piece of work whose body should be compiled for the best instructions
 /// the CPU has. `run` must be `#[inline(always)]` to gain anything.
 pub trait Kernel {
+    /// What the work returns.
     type Output;
+    /// Does the work.
     fn run(self) -> Self::Output;
 }
 
 /// Instruction sets `dispatch` can choose.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Level {
+    /// The build's baseline (SSE2 on x86-64).
     Portable,
+    /// AVX2 with FMA.
     Avx2,
+    /// AVX-512 (F, VL, DQ) with AVX2 and FMA.
     Avx512,
 }
 

@@ -7,6 +7,7 @@ use crate::float::Float;
 /// Elman cell; `relu` selects relu instead of tanh.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Elman {
+    /// relu instead of tanh (PyTorch's `nonlinearity='relu'`).
     pub relu: bool,
 }
 

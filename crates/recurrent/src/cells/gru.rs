@@ -12,8 +12,11 @@ use crate::float::Float;
 /// GRU gate blocks in the row order of `weight_ih` / `weight_hh`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GruGate {
+    /// Reset gate r.
     R = 0,
+    /// Update gate z.
     Z = 1,
+    /// Candidate state n.
     N = 2,
 }
 

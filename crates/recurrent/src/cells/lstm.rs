@@ -9,9 +9,13 @@ use crate::float::Float;
 /// LSTM gate blocks in the row order of `weight_ih` / `weight_hh`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LstmGate {
+    /// Input gate i.
     I = 0,
+    /// Forget gate f.
     F = 1,
+    /// Cell candidate g.
     G = 2,
+    /// Output gate o.
     O = 3,
 }
 

@@ -81,7 +81,7 @@ impl CellKind {
 
 /// Work generic over the cell type, run by [`with_cell`] with the cell a
 /// [`CellKind`] names.
-pub trait CellFn<F: Float> {
+pub(crate) trait CellFn<F: Float> {
     /// What the work returns.
     type Output;
     /// Runs the work with `cell`, compiled for its type.
@@ -92,7 +92,7 @@ pub trait CellFn<F: Float> {
 /// cell of `kind` (the forward sweep, the backward pass, the online
 /// estimators' Jacobians and the kind's sizes all go through here).
 #[inline]
-pub fn with_cell<F: Float, W: CellFn<F>>(kind: CellKind, work: W) -> W::Output {
+pub(crate) fn with_cell<F: Float, W: CellFn<F>>(kind: CellKind, work: W) -> W::Output {
     match kind {
         CellKind::RnnTanh => work.call(Elman { relu: false }),
         CellKind::RnnRelu => work.call(Elman { relu: true }),

@@ -9,40 +9,48 @@ use crate::float::Float;
 use crate::linalg::{gemm, sum_rows_into, Tr};
 use crate::loss::{loss_forward_backward, Targets};
 use crate::model::{HeadKind, Model};
-use crate::network::{rnn_forward, RnnState};
+use crate::network::{check_sweep, sweep, Keep, PackedNet, RnnCache, RnnState, StepScratch};
 use crate::optim::{clip_grad_norm, Optimizer};
 use rand_chacha::ChaCha8Rng;
 
-/// One step of the network: new state, the head's output y [B, O] and what
-/// the estimator needs (the step's cache). `x` [B, I].
+/// The buffers of one step of the network, reused from step to step.
+#[derive(Debug, Default)]
+struct StepWork<F> {
+    /// The step's cache (T = 1, every value the estimator reads).
+    cache: RnnCache<F>,
+    packed: PackedNet<F>,
+    scratch: StepScratch<F>,
+    /// Lengths: all 1 [B].
+    ones: Vec<usize>,
+}
+
+/// One step of the network: `state` [L*D, B, H] is replaced by the new
+/// state; returns the head's output y [B, O]; what the estimator needs is
+/// left in `work.cache`. `x` [B, I].
 fn step<F: Float>(
     model: &Model<F>,
     x: &[F],
     b: usize,
-    state: &RnnState<F>,
-) -> Result<(crate::network::RnnCache<F>, RnnState<F>, Vec<F>)> {
-    let lengths = vec![1; b];
-    let (cache, next) = rnn_forward::<F, ChaCha8Rng>(
-        &model.cfg.rnn,
-        &model.table,
-        &model.dirs,
-        &model.params,
-        x,
-        1,
-        b,
-        &lengths,
-        &state.h,
-        &state.c,
-        None,
-    )?;
-    let (h, o) = (model.cfg.rnn.hidden_size, model.cfg.out_size);
+    state: &mut RnnState<F>,
+    work: &mut StepWork<F>,
+) -> Result<Vec<F>> {
+    let cfg = &model.cfg.rnn;
+    work.ones.clear();
+    work.ones.resize(b, 1);
+    check_sweep(cfg, 1, b, &work.ones, state)?;
+    check_len("x", x.len(), b * cfg.input_size, || format!("[B={b}, I={}]", cfg.input_size))?;
+    work.cache.prepare(cfg, 1, b, &work.ones, Keep::All);
+    work.cache.inputs[0].copy_from_slice(x);
+    work.packed.pack(cfg, &model.table, &model.dirs, &model.params);
+    sweep::<F, ChaCha8Rng>(cfg, &work.packed, &mut work.cache, &mut work.scratch, state, None);
+    let (h, o) = (cfg.hidden_size, model.cfg.out_size);
     let (w, bias) = head(model);
     let mut y = vec![F::zero(); b * o];
     for row in y.chunks_exact_mut(o) {
         row.copy_from_slice(bias);
     }
-    gemm(b, h, o, F::one(), &cache.output, Tr::N, w, Tr::T, F::one(), &mut y);
-    Ok((cache, next, y))
+    gemm(b, h, o, F::one(), &work.cache.output, Tr::N, w, Tr::T, F::one(), &mut y);
+    Ok(y)
 }
 
 fn head<F: Float>(model: &Model<F>) -> (&[F], &[F]) {
@@ -115,10 +123,11 @@ pub fn sequence_gradient<F: Float>(
     let mut state = model.zero_state(b);
     let mut grads = vec![F::zero(); model.num_params()];
     let mut loss = 0.0f64;
+    let mut work = StepWork::default();
     for t in 0..t_len {
-        let (cache, next, y) = step(model, &x[t * b * i..(t + 1) * b * i], b, &state)?;
-        est.update(model, &cache)?;
-        state = next;
+        let y = step(model, &x[t * b * i..(t + 1) * b * i], b, &mut state, &mut work)?;
+        let cache = &work.cache;
+        est.update(model, cache)?;
         if every || t + 1 == t_len {
             let tg = slice_targets(targets, t, b, o, every);
             let (l, mut dy, n) = loss_forward_backward(model.cfg.loss, &y, b, o, tg, &vec![true; b])?;
@@ -149,11 +158,14 @@ fn slice_targets<F: Float>(targets: Targets<'_, F>, t: usize, b: usize, o: usize
 /// with the mean gradient of the steps since the last update. Memory is
 /// fixed when the learner is made and does not grow with the stream.
 pub struct OnlineLearner<F: Float> {
+    /// The model being trained.
     pub model: Model<F>,
+    /// Its optimizer.
     pub optimizer: Optimizer<F>,
     est: OnlineState<F>,
     state: RnnState<F>,
     grads: Vec<F>,
+    work: StepWork<F>,
     /// Steps between updates.
     pub k: usize,
     /// Clip the gradient's global norm before each update (0: off).
@@ -192,6 +204,7 @@ impl<F: Float> OnlineLearner<F> {
             est,
             state,
             grads,
+            work: StepWork::default(),
             k,
             clip_norm: 0.0,
             since_update: 0,
@@ -208,9 +221,9 @@ impl<F: Float> OnlineLearner<F> {
         let b = self.est.b;
         let i = self.model.cfg.rnn.input_size;
         check_len("x", x.len(), b * i, || format!("[B={b}, I={i}]"))?;
-        let (cache, next, y) = step(&self.model, x, b, &self.state)?;
-        self.est.update(&self.model, &cache)?;
-        self.state = next;
+        let y = step(&self.model, x, b, &mut self.state, &mut self.work)?;
+        let cache = &self.work.cache;
+        self.est.update(&self.model, cache)?;
         self.steps += 1;
         let mut out = None;
         if let Some(tg) = target {

@@ -23,6 +23,7 @@ use rand::Rng;
 /// An estimator and its settings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct EstimatorConfig {
+    /// How gradients are computed.
     pub method: Estimator,
     /// Truncated BPTT: k1 steps between updates, k2 steps back-propagated.
     pub truncation: Truncation,

@@ -124,6 +124,7 @@ enum Influence<F> {
 /// The online estimator of a model for a batch of `b` sequences.
 #[derive(Clone, Debug)]
 pub struct OnlineState<F> {
+    /// The estimator (an online one).
     pub method: Estimator,
     cell: CellKind,
     sc: usize,

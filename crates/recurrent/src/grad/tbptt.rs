@@ -44,8 +44,11 @@ impl Truncation {
 /// One window of truncated BPTT: forward over [start, end), loss on [score_from, end).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Window {
+    /// First step run forward (and back-propagated through).
     pub start: usize,
+    /// First step whose loss counts.
     pub score_from: usize,
+    /// One past the last step.
     pub end: usize,
 }
 
@@ -83,8 +86,11 @@ pub struct Stream<F> {
 /// What one window produced.
 #[derive(Debug)]
 pub struct WindowResult<F> {
+    /// The window's loss (mean over its scored elements).
     pub loss: F,
+    /// The model's outputs over the window.
     pub output: ModelOutput<F>,
+    /// The forward pass's cache (hand it back with `Model::recycle` when done).
     pub cache: ModelCache<F>,
 }
 
