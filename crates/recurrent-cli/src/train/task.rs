@@ -299,6 +299,18 @@ fn prepare_task(cfg: &TrainConfig) -> Result<Prepared> {
                 if t.labels.is_empty() {
                     return Err(data_err(p, None, "has no class labels (@classLabel false): the test part needs labels"));
                 }
+                let (want, got) = (train.series[0].len(), t.series[0].len());
+                if want != got {
+                    return Err(data_err(p, None, format!("examples have {got} channels but those of the training file {want}")));
+                }
+                let known = if train.class_labels.is_empty() { &train.labels } else { &train.class_labels };
+                if let Some(bad) = t.labels.iter().find(|l| !known.contains(l)) {
+                    return Err(data_err(
+                        p,
+                        None,
+                        format!("label \"{}\" does not occur in the training file", data::echo(bad)),
+                    ));
+                }
             }
             let classes = train.class_labels.clone();
             let test = test.map(|t| (t.series, t.labels));
