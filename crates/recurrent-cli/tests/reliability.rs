@@ -211,6 +211,10 @@ fn checkpoint_metadata_sizes_are_checked_before_allocating() {
         ("hidden_size", Box::new(|m| m["model"]["rnn"]["hidden_size"] = 65536u64.into())),
         ("vocab", Box::new(|m| m["model"]["vocab"] = (1u64 << 40).into())),
     ];
+    // Task sizes that would overflow the window arithmetic.
+    let bad = d.join("bad-window.safetensors");
+    rewrite(&ck, &bad, |m| m["task"]["data"]["window"] = u64::MAX.into(), |_, _| {});
+    refused(&run(&["predict", "--checkpoint", s(&bad), "--data", s(&data)]), &["bad-window.safetensors", "window"]);
     for (what, edit) in cases {
         let bad = d.join(format!("bad-{what}.safetensors"));
         rewrite(&ck, &bad, edit, |_, _| {});

@@ -141,3 +141,28 @@ fn long_and_control_values_are_cut_and_escaped() {
     let msg = data_error(read_ts(&p), &["esc.ts:3", "\\u{1b}]0;owned\\u{7}"]);
     assert!(!msg.chars().any(char::is_control), "{msg:?}");
 }
+
+#[test]
+fn lines_longer_than_the_limit_are_refused_before_they_are_parsed() {
+    let dir = TempDir::new().unwrap();
+    let mut t = b"@classLabel true a\n@data\n".to_vec();
+    t.extend(std::iter::repeat_n(b"1,".as_slice(), MAX_LINE_BYTES / 2 + 1).flatten());
+    t.extend(b"1:a\n");
+    let p = write(&dir, "long.ts", &t);
+    data_error(read_ts(&p), &["long.ts:3", "longer than"]);
+    let mut t = b"a,b\n".to_vec();
+    t.extend(std::iter::repeat_n(b"1,".as_slice(), MAX_FIELDS + 1).flatten());
+    t.extend(b"1\n");
+    let p = write(&dir, "wide.csv", &t);
+    data_error(read_table(&p, &CsvOptions::default()), &["wide.csv:2", "more than 1048576 fields"]);
+}
+
+#[test]
+fn images_without_pixels_are_refused_before_making_sequences() {
+    // Found by cargo fuzz: [136511488, 0, 4104] holds no data, and made 136 million empty sequences.
+    let images = Idx { dims: vec![136_511_488, 0, 4104], data: Vec::new() };
+    let labels = Idx { dims: vec![136_511_488], data: Vec::new() };
+    let err = mnist_sequences(&images, &labels, false).unwrap_err();
+    assert!(err.to_string().contains("0x4104"), "{err}");
+    assert!(mnist_shape(&images, true).is_err());
+}

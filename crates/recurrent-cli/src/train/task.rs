@@ -704,21 +704,23 @@ fn tokens(cfg: &TrainConfig, path: &Path, rng: &mut rand_chacha::ChaCha8Rng) -> 
 /// Character-level language model: contiguous train / validation / test parts of one text.
 fn charlm(cfg: &TrainConfig, path: &Path) -> Result<Prepared> {
     let text = data::read_text(path)?;
-    let chars: Vec<char> = text.chars().collect();
-    let (ntr, nv, _) = split_counts(chars.len(), cfg.data.val_fraction, cfg.data.test_fraction, "characters")?;
-    let train_text: String = chars[..ntr].iter().collect();
-    let vocab = data::char_vocab(&train_text);
-    // Characters never seen in training map to the most frequent... no: to an explicit <unk>.
+    // No Vec<char> or copies of the text: memory is the text and the ids.
+    let n = text.chars().count();
+    let (ntr, nv, _) = split_counts(n, cfg.data.val_fraction, cfg.data.test_fraction, "characters")?;
+    let byte_at = |k: usize| text.char_indices().nth(k).map_or(text.len(), |(b, _)| b);
+    let (b_tr, b_v) = (byte_at(ntr), byte_at(ntr + nv));
+    let vocab = data::char_vocab(&text[..b_tr]);
+    // Characters never seen in training map to an explicit <unk>.
     let mut tokens = vocab.tokens.clone();
     tokens.push("<unk>".into());
     let vocab = Vocab { tokens };
     let unk = vocab.len() - 1;
     let index = vocab.index();
-    let enc = |cs: &[char]| -> Vec<usize> {
+    let enc = |part: &str| -> Vec<usize> {
         let mut buf = [0u8; 4];
-        cs.iter().map(|c| *index.get(&*c.encode_utf8(&mut buf)).unwrap_or(&unk)).collect()
+        part.chars().map(|c| *index.get(&*c.encode_utf8(&mut buf)).unwrap_or(&unk)).collect()
     };
-    let (train, val, test) = (enc(&chars[..ntr]), enc(&chars[ntr..ntr + nv]), enc(&chars[ntr + nv..]));
+    let (train, val, test) = (enc(&text[..b_tr]), enc(&text[b_tr..b_v]), enc(&text[b_v..]));
     if train.len() < cfg.train.batch * 2 {
         return Err(data_err(
             path,
