@@ -131,7 +131,10 @@ pub fn run(target: Target, input: &[u8], dir: &Path) -> Result<(), String> {
         Target::Idx | Target::IdxGz => data::read_idx(&path).and_then(|images| {
             // The MNIST reading of any 3-dimensional array.
             if images.dims.len() == 3 {
-                let labels = data::Idx { dims: vec![images.dims[0]], data: vec![0; images.dims[0]] };
+                // Labels for as many images as the data can hold (a header may claim
+                // more with an empty image size, which mnist_shape refuses).
+                let n = images.dims[0].min(images.data.len());
+                let labels = data::Idx { dims: vec![n], data: vec![0; n] };
                 data::mnist_sequences(&images, &labels, false).map(|_| ())
             } else {
                 Ok(())
@@ -148,7 +151,46 @@ pub fn run(target: Target, input: &[u8], dir: &Path) -> Result<(), String> {
         }
     };
     match result {
-        Ok(()) => Ok(()),
+        Ok(()) => then_use(target, &path, dir),
+        Err(e) => check_message(&e.to_string()),
+    }
+}
+
+/// After a reader accepted the input: what the command line does with it
+/// next (prepare the task's examples; or, for a checkpoint, evaluate and
+/// predict on a small series), with the same rules on errors.
+fn then_use(target: Target, path: &Path, dir: &Path) -> Result<(), String> {
+    let task = match target {
+        Target::CsvForecast => "forecast",
+        Target::CsvClassify => "classify",
+        Target::CsvTokens => "tokens",
+        Target::Ts => "ts",
+        Target::Text => "charlm",
+        Target::Checkpoint => {
+            let Ok(l) = usage::load(path) else { return Ok(()) };
+            let series = dir.join("series.csv");
+            let rows: String = (0..40).map(|i| format!("{},{}\n", i % 7, i % 5)).collect();
+            std::fs::write(&series, format!("a,b\n{rows}")).map_err(|e| format!("cannot write: {e}"))?;
+            if let Err(e) = usage::eval(&l, &series, 8) {
+                check_message(&e.to_string())?;
+            }
+            if let Err(e) = usage::predict(&l, &series, 8) {
+                check_message(&e.to_string())?;
+            }
+            return Ok(());
+        }
+        Target::Idx | Target::IdxGz | Target::Toml => return Ok(()),
+    };
+    let mut cfg = TrainConfig { task: task.into(), ..TrainConfig::default() };
+    cfg.data.path = Some(path.to_path_buf());
+    cfg.data.window = 2;
+    cfg.data.horizon = 1;
+    cfg.train.batch = 2;
+    if task == "classify" {
+        cfg.data.label_column = "-1".into();
+    }
+    match crate::train::task::prepare(&cfg) {
+        Ok(_) => Ok(()),
         Err(e) => check_message(&e.to_string()),
     }
 }
@@ -171,6 +213,7 @@ pub fn seeds(target: Target) -> Vec<Vec<u8>> {
             s("#c\n@problemName x\n@univariate true\n@classLabel true a b\n@data\n1,2,3:a\n4,5,6:b\n"),
             s("@dimensions 2\n@equalLength true\n@seriesLength 2\n@classLabel true 1 2\n@data\n1,2:3,4:1\n5,6:7,8:2\n"),
             s("@targetLabel true\n@data\n1,2:0.5\n"),
+            s("@classLabel false\n@data\n1,2,3\n4,5,6\n7,8,9\n1,3,5\n2,4,6\n"),
         ],
         Target::Idx | Target::IdxGz => {
             let mut images = vec![0, 0, 8, 3, 0, 0, 0, 2, 0, 0, 0, 3, 0, 0, 0, 2];

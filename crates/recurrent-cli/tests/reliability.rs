@@ -221,6 +221,10 @@ fn checkpoint_metadata_sizes_are_checked_before_allocating() {
         ("hidden_size", Box::new(|m| m["model"]["rnn"]["hidden_size"] = 65536u64.into())),
         ("vocab", Box::new(|m| m["model"]["vocab"] = (1u64 << 40).into())),
     ];
+    // Task sizes that would overflow the window arithmetic.
+    let bad = d.join("bad-window.safetensors");
+    rewrite(&ck, &bad, |m| m["task"]["data"]["window"] = u64::MAX.into(), |_, _| {});
+    refused(&run(&["predict", "--checkpoint", s(&bad), "--data", s(&data)]), &["bad-window.safetensors", "window"]);
     for (what, edit) in cases {
         let bad = d.join(format!("bad-{what}.safetensors"));
         rewrite(&ck, &bad, edit, |_, _| {});
@@ -483,4 +487,25 @@ fn mnist_labels_beyond_nine_name_the_file() {
     idx(&m.join("train-labels-idx1-ubyte"), &[20], &labels);
     let r = run(&["train", "--task", "mnist", "--data", s(&m), "--epochs", "1", "--out", s(&d.join("o"))]);
     refused(&r, &["train-labels-idx1-ubyte", "255"]);
+}
+
+#[test]
+fn a_ts_test_file_with_other_channels_or_labels_is_refused() {
+    let d = tmp("ts-test");
+    let train = d.join("x_TRAIN.ts");
+    let mut t = String::from("@problemName x\n@classLabel true a b\n@data\n");
+    for i in 0..20 {
+        t.push_str(&format!("{},{},{}:{}\n", i, i + 1, i + 2, if i % 2 == 0 { "a" } else { "b" }));
+    }
+    std::fs::write(&train, t).unwrap();
+    let two = d.join("two.ts");
+    std::fs::write(&two, "@classLabel true a b\n@data\n1,2,3:4,5,6:a\n1,2,3:4,5,6:b\n").unwrap();
+    let o = d.join("o");
+    let r = run(&["train", "--task", "ts", "--data", s(&train), "--test-data", s(&two), "--epochs", "1", "--out", s(&o)]);
+    refused(&r, &["two.ts", "2 channels"]);
+    let other = d.join("other.ts");
+    std::fs::write(&other, "@classLabel true a c\n@data\n1,2,3:a\n1,2,3:c\n").unwrap();
+    let r =
+        run(&["train", "--task", "ts", "--data", s(&train), "--test-data", s(&other), "--epochs", "1", "--out", s(&o)]);
+    refused(&r, &["other.ts", "\"c\""]);
 }

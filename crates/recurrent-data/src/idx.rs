@@ -112,7 +112,14 @@ pub fn read_idx(path: &Path) -> Result<Idx> {
 /// benchmark of the IRNN and uRNN papers).
 pub fn mnist_shape(images: &Idx, pixel_by_pixel: bool) -> Result<(usize, usize)> {
     match images.dims.as_slice() {
-        &[_, rows, cols] if pixel_by_pixel => Ok((rows * cols, 1)),
+        // Images without pixels would make N empty sequences out of nothing.
+        &[_, rows, cols] if rows == 0 || cols == 0 => {
+            Err(recurrent::error::shape_err("MNIST images", "rows and columns of at least 1", format!("{rows}x{cols}")))
+        }
+        &[_, rows, cols] if pixel_by_pixel => rows
+            .checked_mul(cols)
+            .map(|t| (t, 1))
+            .ok_or_else(|| recurrent::error::shape_err("MNIST images", "a sane size", format!("{rows}x{cols}"))),
         &[_, rows, cols] => Ok((rows, cols)),
         dims => Err(recurrent::error::shape_err("MNIST images", "[N, rows, cols]", format!("{dims:?}"))),
     }

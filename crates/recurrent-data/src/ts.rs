@@ -72,6 +72,15 @@ pub fn read_ts(path: &Path) -> Result<TsData> {
     let mut labels = Vec::new();
     for (index, raw) in text.lines().enumerate() {
         let line = index + 1;
+        // One example per line: a line past this size would take 4 times
+        // its bytes as values before any check could refuse it.
+        if raw.len() > super::csv_table::MAX_LINE_BYTES {
+            return Err(data_err(
+                path,
+                Some(line),
+                format!("line is longer than {} bytes", super::csv_table::MAX_LINE_BYTES),
+            ));
+        }
         let content = raw.trim();
         if content.is_empty() || content.starts_with('#') {
             continue;

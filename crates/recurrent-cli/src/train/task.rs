@@ -237,6 +237,18 @@ fn prepare_task(cfg: &TrainConfig) -> Result<Prepared> {
                         "has no class labels (@classLabel false): the test part needs labels",
                     ));
                 }
+                let (want, got) = (train.series[0].len(), t.series[0].len());
+                if want != got {
+                    return Err(data_err(p, None, format!("examples have {got} channels but those of the training file {want}")));
+                }
+                let known = if train.class_labels.is_empty() { &train.labels } else { &train.class_labels };
+                if let Some(bad) = t.labels.iter().find(|l| !known.contains(l)) {
+                    return Err(data_err(
+                        p,
+                        None,
+                        format!("label \"{}\" does not occur in the training file", data::echo(bad)),
+                    ));
+                }
             }
             let classes = train.class_labels.clone();
             let test = test.map(|t| (t.series, t.labels));
@@ -633,21 +645,23 @@ fn tokens(cfg: &TrainConfig, path: &Path, rng: &mut rand_chacha::ChaCha8Rng) -> 
 /// Character-level language model: contiguous train / validation / test parts of one text.
 fn charlm(cfg: &TrainConfig, path: &Path) -> Result<Prepared> {
     let text = data::read_text(path)?;
-    let chars: Vec<char> = text.chars().collect();
-    let (ntr, nv, _) = split_counts(chars.len(), cfg.data.val_fraction, cfg.data.test_fraction, "characters")?;
-    let train_text: String = chars[..ntr].iter().collect();
-    let vocab = data::char_vocab(&train_text);
-    // Characters never seen in training map to the most frequent... no: to an explicit <unk>.
+    // No Vec<char> or copies of the text: memory is the text and the ids.
+    let n = text.chars().count();
+    let (ntr, nv, _) = split_counts(n, cfg.data.val_fraction, cfg.data.test_fraction, "characters")?;
+    let byte_at = |k: usize| text.char_indices().nth(k).map_or(text.len(), |(b, _)| b);
+    let (b_tr, b_v) = (byte_at(ntr), byte_at(ntr + nv));
+    let vocab = data::char_vocab(&text[..b_tr]);
+    // Characters never seen in training map to an explicit <unk>.
     let mut tokens = vocab.tokens.clone();
     tokens.push("<unk>".into());
     let vocab = Vocab { tokens };
     let unk = vocab.len() - 1;
     let index = vocab.index();
-    let enc = |cs: &[char]| -> Vec<usize> {
+    let enc = |part: &str| -> Vec<usize> {
         let mut buf = [0u8; 4];
-        cs.iter().map(|c| *index.get(&*c.encode_utf8(&mut buf)).unwrap_or(&unk)).collect()
+        part.chars().map(|c| *index.get(&*c.encode_utf8(&mut buf)).unwrap_or(&unk)).collect()
     };
-    let (train, val, test) = (enc(&chars[..ntr]), enc(&chars[ntr..ntr + nv]), enc(&chars[ntr + nv..]));
+    let (train, val, test) = (enc(&text[..b_tr]), enc(&text[b_tr..b_v]), enc(&text[b_v..]));
     if train.len() < cfg.train.batch * 2 {
         return Err(data_err(
             path,

@@ -42,6 +42,12 @@ fn check_fits(model: &Model<f32>, meta: &TaskMeta) -> std::result::Result<(), St
             if head == HeadKind::Last { "last" } else { "every" }
         ));
     }
+    if matches!(meta.task.as_str(), "forecast" | "mackey-glass") {
+        let (w, h) = (meta.data.window, meta.data.horizon);
+        if w == 0 || h == 0 || w.checked_add(h).is_none_or(|n| n > u32::MAX as usize) {
+            return Err(format!("task.data window {w} and horizon {h} must be at least 1 and of a sane size"));
+        }
+    }
     if meta.data.delimiter.len() != 1 {
         return Err(format!("data.delimiter {:?} must be one character", meta.data.delimiter));
     }
