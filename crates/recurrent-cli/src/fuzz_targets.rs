@@ -181,7 +181,8 @@ fn then_use(target: Target, path: &Path, dir: &Path) -> Result<(), String> {
         }
         Target::Idx | Target::IdxGz | Target::Toml => return Ok(()),
     };
-    let mut cfg = TrainConfig { task: task.into(), ..TrainConfig::default() };
+    let task_kind: crate::train::config::Task = task.parse().map_err(|e: recurrent::Error| e.to_string())?;
+    let mut cfg = TrainConfig { task: task_kind, ..TrainConfig::default() };
     cfg.data.path = Some(path.to_path_buf());
     cfg.data.window = 2;
     cfg.data.horizon = 1;

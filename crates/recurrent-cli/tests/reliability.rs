@@ -501,7 +501,8 @@ fn a_ts_test_file_with_other_channels_or_labels_is_refused() {
     let two = d.join("two.ts");
     std::fs::write(&two, "@classLabel true a b\n@data\n1,2,3:4,5,6:a\n1,2,3:4,5,6:b\n").unwrap();
     let o = d.join("o");
-    let r = run(&["train", "--task", "ts", "--data", s(&train), "--test-data", s(&two), "--epochs", "1", "--out", s(&o)]);
+    let r =
+        run(&["train", "--task", "ts", "--data", s(&train), "--test-data", s(&two), "--epochs", "1", "--out", s(&o)]);
     refused(&r, &["two.ts", "2 channels"]);
     let other = d.join("other.ts");
     std::fs::write(&other, "@classLabel true a c\n@data\n1,2,3:a\n1,2,3:c\n").unwrap();

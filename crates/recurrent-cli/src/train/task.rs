@@ -239,7 +239,11 @@ fn prepare_task(cfg: &TrainConfig) -> Result<Prepared> {
                 }
                 let (want, got) = (train.series[0].len(), t.series[0].len());
                 if want != got {
-                    return Err(data_err(p, None, format!("examples have {got} channels but those of the training file {want}")));
+                    return Err(data_err(
+                        p,
+                        None,
+                        format!("examples have {got} channels but those of the training file {want}"),
+                    ));
                 }
                 let known = if train.class_labels.is_empty() { &train.labels } else { &train.class_labels };
                 if let Some(bad) = t.labels.iter().find(|l| !known.contains(l)) {
