@@ -320,14 +320,17 @@ fn run_train(a: &cli_train::TrainArgs) -> Result<()> {
         }
         (None, None) => TrainConfig::default(),
     };
+    let saved = cfg.clone();
     a.apply(&mut cfg);
     if let Some(dir) = &a.resume {
         cfg.out = Some(dir.clone());
+        saved.check_resume(&cfg)?;
     }
     cfg.validate()?;
+    train::settle_out(&mut cfg, a.mode())?;
     let out = cfg.out_dir();
     if !lead {
-        train::train_with(&cfg, a.resume.is_some(), &mut recurrent::train::Silent, comm.as_ref())?;
+        train::train_with(&cfg, a.mode(), &mut recurrent::train::Silent, comm.as_ref())?;
         return Ok(());
     }
     let procs = if comm.size() > 1 { format!("; {} processes", comm.size()) } else { String::new() };
@@ -342,7 +345,7 @@ fn run_train(a: &cli_train::TrainArgs) -> Result<()> {
         out.display()
     );
     let mut rep = Progress { bar: None, last_loss: f64::NAN };
-    let s = train::train_with(&cfg, a.resume.is_some(), &mut rep, comm.as_ref())?;
+    let s = train::train_with(&cfg, a.mode(), &mut rep, comm.as_ref())?;
     let base = s.baseline.as_ref().map_or(String::new(), |(what, v)| format!("  ({what}: {v:.5})"));
     println!("best model: validation {} {:.5}{base}", s.metric, s.best_val.metric);
     if s.metric == "bpc" {

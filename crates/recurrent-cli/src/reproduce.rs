@@ -216,7 +216,7 @@ pub fn run(
     }
     for (variant, cfg) in runs {
         let t0 = Instant::now();
-        let s = train::train(&cfg, false, &mut Silent)?;
+        let s = train::train(&cfg, train::Mode::Replace, &mut Silent)?;
         let wall_s = t0.elapsed().as_secs_f64();
         let vals: Vec<f64> = std::fs::read_to_string(s.out_dir.join("metrics.jsonl"))
             .map_err(|e| recurrent::error::data_err(s.out_dir.join("metrics.jsonl"), None, e.to_string()))?

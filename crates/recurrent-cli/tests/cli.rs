@@ -474,6 +474,15 @@ fn resume_equals_an_uninterrupted_run() {
         std::fs::read_to_string(b.join("metrics.jsonl")).unwrap(),
     );
     assert_eq!(strip_timing(&ma), strip_timing(&mb));
+    // Options that define the run cannot change on resume; the error names the flag and the old value.
+    let bs = b.to_str().unwrap();
+    fails_with(&["train", "--resume", bs, "--lr", "0.1"], &["--lr", "cannot change when resuming", "0.005"]);
+    fails_with(&["train", "--resume", bs, "--length", "9"], &["--length", "cannot change"]);
+    fails_with(&["train", "--resume", bs, "--schedule", "cosine"], &["--schedule", "step"]);
+    // A cosine schedule is planned for its number of epochs.
+    let c = d.join("c");
+    train(&[&common[..8], &["--schedule", "cosine", "--epochs", "3", "--out", c.to_str().unwrap()]].concat());
+    fails_with(&["train", "--resume", c.to_str().unwrap(), "--epochs", "6"], &["--epochs", "cosine", "3 epochs"]);
 }
 
 /// Runs a command that must fail with status 2 and one line naming `what`.
@@ -564,8 +573,10 @@ fn a_failed_run_overwrites_nothing() {
         d.join("missing.csv").to_str().unwrap(),
         "--out",
         out.to_str().unwrap(),
+        "--overwrite",
     ]);
     assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).1.contains("missing.csv"), "{}", text(&o).1);
     assert_eq!(std::fs::read(out.join("model.safetensors")).unwrap(), before);
     assert_eq!(std::fs::read(out.join("metrics.jsonl")).unwrap(), metrics_before);
     // A loss that turns NaN stops the run with a clear message; no temporary files are left behind.
@@ -631,7 +642,72 @@ fn train_help_documents_every_option_with_its_default_and_key() {
     // Choices are listed from the type's own names.
     assert!(entry("cell").contains("rnn_tanh | rnn_relu | lstm | gru"), "{:?}", entry("cell"));
     let flags = help.lines().filter(|l| l.trim_start().starts_with("--") && !l.contains("--help")).count();
-    assert_eq!(flags, recurrent_cli::train::config::OPTIONS.len() + 2, "--config, --resume and one flag per option");
+    let n = recurrent_cli::train::config::OPTIONS.len() + 3;
+    assert_eq!(flags, n, "--config, --resume, --overwrite and one flag per option");
+}
+
+/// The bytes of every file in `dir`, by name.
+fn folder(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut v: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| (e.file_name().to_string_lossy().into_owned(), std::fs::read(e.path()).unwrap()))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn a_folder_holding_a_run_is_never_taken_over_by_accident() {
+    let d = tmp("policy");
+    let out = d.join("run");
+    let o = out.to_str().unwrap();
+    let common = ["--task", "adding", "--length", "6", "--samples", "300", "--epochs", "2"];
+    train(&[&common[..], &["--out", o]].concat());
+    let before = folder(&out);
+    // A fresh run into it is refused, naming the choices; nothing changes.
+    fails_with(&[&["train"][..], &common[..], &["--out", o]].concat(), &["run", "--resume", "--overwrite"]);
+    assert_eq!(folder(&out), before);
+    // --overwrite of a run whose every validation loss is infinite (a stale model must never be
+    // reported as its result): it fails and the earlier run stays whole, byte for byte.
+    let diverge = ["--cell", "rnn", "--optimizer", "sgd", "--lr", "50", "--clip-norm", "0", "--on-nan", "skip"];
+    let r = run(&[&["train"][..], &common[..], &diverge[..], &["--out", o, "--overwrite"]].concat());
+    assert_eq!(r.status.code(), Some(2), "{:?}", text(&r));
+    assert!(text(&r).1.contains("no model was saved"), "{}", text(&r).1);
+    assert_eq!(folder(&out), before);
+    // A temporary file left by a killed run is removed when a run takes the folder over.
+    let stale = out.join(".state.safetensors.tmp-999999999");
+    std::fs::write(&stale, b"half").unwrap();
+    train(&[&common[..], &["--out", o, "--overwrite"]].concat());
+    assert!(!stale.exists(), "stale temporary kept");
+    // Without --out, a default folder that holds a run is left alone: the next free one is used.
+    let cwd = d.join("cwd");
+    std::fs::create_dir_all(&cwd).unwrap();
+    for expected in ["runs/adding", "runs/adding-2"] {
+        let r = bin().args([&["train"][..], &common[..]].concat()).current_dir(&cwd).output().unwrap();
+        assert!(r.status.success(), "{:?}", text(&r));
+        assert!(cwd.join(expected).join("state.safetensors").exists(), "{expected}: {:?}", text(&r));
+    }
+    // config.toml holds absolute data paths, so a resume works from any directory.
+    let csv = d.join("series.csv");
+    write(&csv, &series_csv(120));
+    let f = d.join("f");
+    train(&[
+        "--task",
+        "forecast",
+        "--data",
+        csv.to_str().unwrap(),
+        "--date-column",
+        "date",
+        "--window",
+        "6",
+        "--epochs",
+        "1",
+        "--out",
+        f.to_str().unwrap(),
+    ]);
+    let cfg = std::fs::read_to_string(f.join("config.toml")).unwrap();
+    assert!(cfg.contains(&format!("path = \"{}\"", csv.canonicalize().unwrap().display())), "{cfg}");
 }
 
 fn metrics(dir: &Path) -> Vec<serde_json::Value> {
@@ -681,12 +757,8 @@ fn clipping_statistics_and_explosion_warnings_are_recorded() {
     assert!(!o.status.success(), "{so}{se}");
     assert!(se.contains("no model was saved"), "{se}");
     assert!(so.contains("warning(s) in this interval"), "{so}");
-    let warned: Vec<String> = metrics(&out)
-        .iter()
-        .flat_map(|m| m["warnings"].as_array().cloned().unwrap_or_default())
-        .map(|w| w.to_string())
-        .collect();
-    assert!(!warned.is_empty(), "no warning recorded:\n{so}");
+    // A run with nothing worth keeping leaves its folder as it was: no file at all.
+    assert!(!out.join("metrics.jsonl").exists() && !out.join("state.safetensors").exists());
     assert!(se.contains("warning:"), "{se}");
 }
 

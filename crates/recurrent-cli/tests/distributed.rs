@@ -4,7 +4,7 @@
 
 use recurrent::distributed::{Comm, ThreadComm};
 use recurrent_cli::train::config::Task;
-use recurrent_cli::train::{train, train_with, Silent, TrainConfig};
+use recurrent_cli::train::{train, train_with, Mode, Silent, TrainConfig};
 use std::path::Path;
 
 #[path = "support/f64_parallel.rs"]
@@ -15,7 +15,7 @@ fn train_on_threads(cfg: &TrainConfig, n: usize) {
     std::thread::scope(|s| {
         let handles: Vec<_> = ThreadComm::group(n)
             .into_iter()
-            .map(|comm| s.spawn(move || train_with(cfg, false, &mut Silent, &comm).map(|_| comm.rank())))
+            .map(|comm| s.spawn(move || train_with(cfg, Mode::Fresh, &mut Silent, &comm).map(|_| comm.rank())))
             .collect();
         for h in handles {
             h.join().unwrap().unwrap();
@@ -38,7 +38,7 @@ fn compare(mut cfg: TrainConfig) -> f64 {
     let d = tempfile::tempdir().unwrap();
     cfg.train.threads = 1;
     cfg.out = Some(d.path().join("one"));
-    train(&cfg, false, &mut Silent).unwrap();
+    train(&cfg, Mode::Fresh, &mut Silent).unwrap();
     let one = params(&d.path().join("one/state.safetensors"));
     let mut worst = 0.0f64;
     for n in [2, 3] {

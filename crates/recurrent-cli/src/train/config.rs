@@ -347,7 +347,57 @@ options! {
     }
 }
 
+/// The options a resumed run may change; every other one defines the run
+/// (its data, model, optimizer and schedule) and is refused on `--resume`.
+pub const RESUME_MAY_CHANGE: [&str; 9] = [
+    "out",
+    "train.epochs",
+    "train.max_steps",
+    "train.patience",
+    "train.stop_at",
+    "train.val_every",
+    "train.threads",
+    "train.on_nan",
+    "train.memory_limit_mb",
+];
+
 impl TrainConfig {
+    /// Checks a resumed run's configuration `now` (the saved one, `self`,
+    /// with the flags of the resume applied): only the options of
+    /// [`RESUME_MAY_CHANGE`] may differ, and a cosine schedule keeps its
+    /// planned number of epochs. The error names the flag and the value the
+    /// run was made with.
+    pub fn check_resume(&self, now: &TrainConfig) -> Result<()> {
+        let (was, is) = (serde_json::to_value(self), serde_json::to_value(now));
+        let (Ok(was), Ok(is)) = (was, is) else { return Ok(()) };
+        let at = |v: &serde_json::Value, key: &str| key.split('.').fold(Some(v.clone()), |v, k| v?.get(k).cloned());
+        for opt in OPTIONS {
+            let (a, b) = (at(&was, opt.key), at(&is, opt.key));
+            if a != b && !RESUME_MAY_CHANGE.contains(&opt.key) {
+                let show = |v: Option<serde_json::Value>| v.map_or("none".into(), |v| show_default(&v));
+                return Err(config_err(
+                    format!("--{} ({})", opt.flag, opt.key),
+                    show(b),
+                    format!(
+                        "cannot change when resuming: the run was made with {}; start a new run (another --out, or --overwrite)",
+                        show(a)
+                    ),
+                ));
+            }
+        }
+        if self.train.schedule == ScheduleName::Cosine && self.train.epochs != now.train.epochs {
+            return Err(config_err(
+                "--epochs (train.epochs)",
+                now.train.epochs,
+                format!(
+                    "the cosine schedule of this run was planned for {} epochs and cannot be stretched",
+                    self.train.epochs
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// Parses a TOML file's text; unknown keys and wrong types are errors naming the key.
     pub fn from_toml(text: &str, path: &str) -> Result<Self> {
         toml::from_str(text).map_err(|e| {

@@ -165,23 +165,67 @@ fn train_val(data: &TaskData) -> (TrainData<'_>, TrainData<'_>) {
     }
 }
 
-/// Trains as `cfg` says; with `resume`, continues the run in that folder.
-pub fn train(cfg: &TrainConfig, resume: bool, obs: &mut dyn Observer) -> Result<Summary> {
-    train_with(cfg, resume, obs, &Single)
+/// How a run treats its output folder.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// A new run. A folder that holds another run is refused (without an
+    /// explicit --out, the next free `runs/<task>-N` is taken instead).
+    Fresh,
+    /// A new run that replaces the run in its folder (`--overwrite`), once
+    /// it has finished its first epoch with a finite validation loss.
+    Replace,
+    /// Continue the run in the folder (`--resume`).
+    Resume,
+}
+
+/// The files that mark a folder as holding a run.
+const RUN_FILES: [&str; 3] = ["state.safetensors", "model.safetensors", "config.toml"];
+
+/// Whether `dir` holds a run.
+pub fn holds_run(dir: &Path) -> bool {
+    RUN_FILES.iter().any(|f| dir.join(f).exists())
+}
+
+/// Settles the output folder of a run before anything is written: a fresh
+/// run without --out into a default folder that holds a run takes the next
+/// free `runs/<task>-N`; with an explicit --out it is refused.
+pub fn settle_out(cfg: &mut TrainConfig, mode: Mode) -> Result<()> {
+    if mode != Mode::Fresh || !holds_run(&cfg.out_dir()) {
+        return Ok(());
+    }
+    if cfg.out.is_none() {
+        let base = cfg.out_dir();
+        let free = (2..10_000).map(|n| PathBuf::from(format!("{}-{n}", base.display()))).find(|p| !holds_run(p));
+        cfg.out = Some(free.ok_or_else(|| data_err(&base, None, "no free numbered folder beside it"))?);
+        return Ok(());
+    }
+    Err(data_err(
+        cfg.out_dir(),
+        None,
+        "holds another run: --resume continues it, --overwrite replaces it, or choose another --out",
+    ))
+}
+
+/// Trains as `cfg` says, treating its output folder as `mode` says.
+pub fn train(cfg: &TrainConfig, mode: Mode, obs: &mut dyn Observer) -> Result<Summary> {
+    train_with(cfg, mode, obs, &Single)
 }
 
 /// `train` as one rank of a data-parallel run over `comm` (see
 /// `recurrent::distributed`): every rank reads the data and holds the model;
 /// rank 0 alone writes files and should be the only one given a talking
 /// observer. With `Single` this is `train`.
-pub fn train_with(cfg: &TrainConfig, resume: bool, obs: &mut dyn Observer, comm: &dyn Comm) -> Result<Summary> {
+///
+/// Nothing in the output folder changes until the run has read and checked
+/// everything and finished an epoch (a fresh run: an epoch with a finite
+/// validation loss), so a failed command never damages an earlier run.
+pub fn train_with(cfg: &TrainConfig, mode: Mode, obs: &mut dyn Observer, comm: &dyn Comm) -> Result<Summary> {
     cfg.validate()?;
+    let mut cfg = cfg.clone();
+    agree(comm, settle_out(&mut cfg, mode))?;
+    let cfg = &cfg;
     let lead = comm.rank() == 0;
     let out = cfg.out_dir();
-    // Rank 0 alone touches the output folder (the other hosts may not even see it).
-    lead_writes(comm, || {
-        std::fs::create_dir_all(&out).map_err(|e| data_err(&out, None, format!("cannot create the output folder: {e}")))
-    })?;
     // Every rank reads all the data and takes its shards from it; one that cannot stops them all.
     let prep = agree(comm, task::prepare(cfg))?;
     let (train_data, val_data) = train_val(&prep.data);
@@ -191,28 +235,30 @@ pub fn train_with(cfg: &TrainConfig, resume: bool, obs: &mut dyn Observer, comm:
     let tcfg = trainer_config(cfg, &prep)?;
     check_memory(cfg, &prep, &tcfg)?;
     let mut model = init_model(cfg, &prep)?;
-    let files = RunFiles::new(&out, &prep.meta);
-    let mut trainer = if resume {
+    let mut files = RunFiles::new(cfg, &prep.meta, mode);
+    let mut trainer = if mode == Mode::Resume {
         // Rank 0 reads where the run stands and sends it to the others, so a run
         // resumes with any number of processes.
         let state = share_state(comm, lead.then(|| files.read_state(&model.cfg)))?;
-        Trainer::resume(model, tcfg, state)?
+        let trainer = Trainer::resume(model, tcfg, state)?;
+        agree(comm, if lead { files.read_metrics(trainer.counters().validations) } else { Ok(()) })?;
+        trainer
     } else {
-        lead_writes(comm, || files.start(cfg))?;
         // Identical on every rank already (same seed); sent anyway so that the
         // start is rank 0's model whatever the initialisation does.
         comm.broadcast_f32(0, &mut model.params);
         Trainer::new(model, tcfg)?
     };
-    if resume {
-        lead_writes(comm, || files.keep_metrics(trainer.counters().validations))?;
-    }
-    let mut writer = FilesObserver { files: &files, inner: obs, lead };
+    let mut writer = FilesObserver { files: &mut files, inner: obs, lead };
     let report = trainer.fit_on(train_data, val_data, &mut writer, comm)?;
     // Report on the best model of this run (held by the Trainer, never read back from disk).
-    let best = trainer
-        .best_model()
-        .ok_or_else(|| data_err(&out, None, "no epoch ended with a finite validation loss, so no model was saved"))?;
+    let best = trainer.best_model().ok_or_else(|| {
+        data_err(
+            &out,
+            None,
+            "no epoch ended with a finite validation loss, so no model was saved (the folder was left as it was)",
+        )
+    })?;
     let (batch, k) = (cfg.train.batch, cfg.train.k1);
     let m = trainer.config().metric.clone();
     let best_val = evaluate_data(&best, val_data, batch, k, &m, comm)?;
@@ -221,7 +267,15 @@ pub fn train_with(cfg: &TrainConfig, resume: bool, obs: &mut dyn Observer, comm:
         TaskData::Stream { test, .. } => (test.len() > batch + 1).then_some(TrainData::Stream(test)),
     };
     let test = test.map(|t| evaluate_data(&best, t, batch, k, &m, comm)).transpose()?;
-    let plots = agree(comm, if lead { files.plots(cfg, &prep, &best) } else { Ok(Vec::new()) })?;
+    // A chart that cannot be drawn is worth a warning, not the failure of a finished run.
+    let plots = if lead {
+        files.plots(cfg, &prep, &best).unwrap_or_else(|e| {
+            obs.warn(&format!("no plot: {e}"));
+            Vec::new()
+        })
+    } else {
+        Vec::new()
+    };
     Ok(Summary {
         out_dir: out,
         best_val,
@@ -252,11 +306,6 @@ fn check_memory(cfg: &TrainConfig, prep: &Prepared, tcfg: &TrainerConfig) -> Res
         .check("training this model (train.memory_limit_mb / --memory-limit-mb)", tcfg.memory_limit as u128)
 }
 
-/// Runs `write` (files of the run) on rank 0 only; every rank learns whether it worked.
-fn lead_writes(comm: &dyn Comm, write: impl FnOnce() -> Result<()>) -> Result<()> {
-    agree(comm, if comm.rank() == 0 { write() } else { Ok(()) })
-}
-
 /// Rank 0's run state (read from its file) on every rank.
 fn share_state(comm: &dyn Comm, mine: Option<Result<RunState>>) -> Result<RunState> {
     let local = mine.transpose();
@@ -272,27 +321,42 @@ fn share_state(comm: &dyn Comm, mine: Option<Result<RunState>>) -> Result<RunSta
     RunState::from_bytes(&bytes, Path::new("<run state from rank 0>"))
 }
 
-/// The files of a run folder.
+/// The files of a run folder. Until the run's first epoch end worth
+/// keeping, nothing is written: metrics lines wait in memory.
 struct RunFiles {
     out: PathBuf,
     /// The task description stored in checkpoints.
     task: serde_json::Value,
+    /// The effective configuration, with absolute data paths.
+    config: TrainConfig,
+    mode: Mode,
+    /// Whether this run has taken the folder over (written its first files).
+    committed: bool,
+    /// Metrics lines not written yet (a resumed run: the lines kept from before).
+    pending: Vec<String>,
 }
 
 impl RunFiles {
-    fn new(out: &Path, meta: &TaskMeta) -> Self {
-        RunFiles { out: out.to_path_buf(), task: serde_json::to_value(meta).unwrap_or(serde_json::Value::Null) }
+    fn new(cfg: &TrainConfig, meta: &TaskMeta, mode: Mode) -> Self {
+        let mut config = cfg.clone();
+        // Absolute, so that --resume works from any working directory.
+        for p in [&mut config.data.path, &mut config.data.test_path].into_iter().flatten() {
+            if let Ok(abs) = std::fs::canonicalize(&*p) {
+                *p = abs;
+            }
+        }
+        RunFiles {
+            out: cfg.out_dir(),
+            task: serde_json::to_value(meta).unwrap_or(serde_json::Value::Null),
+            config,
+            mode,
+            committed: false,
+            pending: Vec::new(),
+        }
     }
 
     fn path(&self, name: &str) -> PathBuf {
         self.out.join(name)
-    }
-
-    /// A fresh run: the effective configuration, no metrics yet.
-    fn start(&self, cfg: &TrainConfig) -> Result<()> {
-        let _ = std::fs::remove_file(self.path("metrics.jsonl"));
-        let toml = toml::to_string(cfg).map_err(|e| config_err("config", "", e.to_string()))?;
-        write_atomic(&self.path("config.toml"), toml.as_bytes())
     }
 
     /// The saved run state, checked against the model configuration.
@@ -312,32 +376,58 @@ impl RunFiles {
         Ok(state)
     }
 
-    /// Drops metric lines written after the saved state (an interrupted epoch).
-    fn keep_metrics(&self, lines: usize) -> Result<()> {
+    /// A resumed run keeps the metric lines of the saved state (later ones
+    /// belong to an interrupted epoch).
+    fn read_metrics(&mut self, lines: usize) -> Result<()> {
         let path = self.path("metrics.jsonl");
-        match std::fs::read_to_string(&path) {
-            Ok(text) => {
-                let kept: String = text.lines().take(lines).map(|l| format!("{l}\n")).collect();
-                write_atomic(&path, kept.as_bytes())
-            }
-            Err(_) => Ok(()),
-        }
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(data_err(&path, None, format!("cannot read: {e}"))),
+        };
+        self.pending = text.lines().take(lines).map(str::to_string).collect();
+        Ok(())
     }
 
-    fn append_metrics(&self, line: &MetricsLine) -> Result<()> {
-        use std::io::Write;
+    /// Takes the folder over: the configuration, the metrics so far, and
+    /// the temporaries of killed runs removed.
+    fn commit(&mut self) -> Result<()> {
+        std::fs::create_dir_all(&self.out)
+            .map_err(|e| data_err(&self.out, None, format!("cannot create the output folder: {e}")))?;
+        remove_stale_temporaries(&self.out);
+        let toml = toml::to_string(&self.config).map_err(|e| config_err("config", "", e.to_string()))?;
+        write_atomic(&self.path("config.toml"), toml.as_bytes())?;
+        let lines: String = self.pending.drain(..).map(|l| l + "\n").collect();
+        write_atomic(&self.path("metrics.jsonl"), lines.as_bytes())?;
+        self.committed = true;
+        Ok(())
+    }
+
+    fn metrics(&mut self, line: &MetricsLine) -> Result<()> {
         let path = self.path("metrics.jsonl");
         let s = serde_json::to_string(line).map_err(|e| data_err(&path, None, e.to_string()))?;
+        if !self.committed {
+            self.pending.push(s);
+            return Ok(());
+        }
+        use std::io::Write;
         let mut f = std::fs::OpenOptions::new()
-            .create(true)
             .append(true)
             .open(&path)
             .map_err(|e| data_err(&path, None, format!("cannot write: {e}")))?;
         writeln!(f, "{s}").map_err(|e| data_err(&path, None, format!("cannot write: {e}")))
     }
 
-    /// After an epoch: the best model when it changed, then the run state (one file).
-    fn epoch_end(&self, e: &EpochEnd<'_>) -> Result<()> {
+    /// After an epoch: the folder taken over when the run has something
+    /// worth keeping, then the best model when it changed, then the run
+    /// state (one file, written last).
+    fn epoch_end(&mut self, e: &EpochEnd<'_>) -> Result<()> {
+        if !self.committed {
+            if self.mode != Mode::Resume && e.state.best.is_none() {
+                return Ok(());
+            }
+            self.commit()?;
+        }
         if e.improved {
             checkpoint::save(&self.path("model.safetensors"), e.model, self.task.clone())?;
         }
@@ -360,10 +450,28 @@ impl RunFiles {
     }
 }
 
+/// Removes the temporary files (`.NAME.tmp-PID`, see `write_atomic`) that
+/// processes no longer running left in `dir` when they were killed.
+fn remove_stale_temporaries(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name.starts_with('.').then(|| name.rsplit_once(".tmp-")).flatten().map(|(_, p)| p) else {
+            continue;
+        };
+        let Ok(pid) = pid.parse::<u32>() else { continue };
+        // Without /proc (not Linux) a process cannot be checked: keep the file.
+        let dead = Path::new("/proc/self").exists() && !Path::new(&format!("/proc/{pid}")).exists();
+        if pid != std::process::id() && dead {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
 /// The command line's observer: rank 0 writes the run's files, then the
 /// caller's observer hears everything.
 struct FilesObserver<'a> {
-    files: &'a RunFiles,
+    files: &'a mut RunFiles,
     inner: &'a mut dyn Observer,
     lead: bool,
 }
@@ -377,7 +485,7 @@ impl Observer for FilesObserver<'_> {
     }
     fn validation(&mut self, m: &MetricsLine) -> Result<()> {
         if self.lead {
-            self.files.append_metrics(m)?;
+            self.files.metrics(m)?;
         }
         self.inner.validation(m)
     }
