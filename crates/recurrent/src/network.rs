@@ -729,8 +729,8 @@ pub(crate) struct StepWeights<'a, F> {
 }
 
 /// One step's projections for `m` rows: gx = x_t W_ihᵀ + bias_x [m, G*H];
-/// then, for cells that keep it apart (`Cell::NEEDS_GH`), gh = h_prev W_hhᵀ
-/// + b_hh [m, G*H], and for the others h_prev W_hhᵀ is added straight into
+/// then, for cells that keep it apart (`Cell::NEEDS_GH`),
+/// gh = h_prev W_hhᵀ + b_hh [m, G*H], and for the others h_prev W_hhᵀ is added straight into
 /// gx (pre = gx + gh); `gh` is then unused. Each is one fused product for
 /// all G gates; the input projection is made per step because a
 /// [T, B, G*H] one made up front left cache before its step came.

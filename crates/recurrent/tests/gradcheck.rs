@@ -83,6 +83,10 @@ struct Setup {
 }
 
 fn setup(c: &Case, seed: u64) -> Setup {
+    setup_bias(c, seed, true)
+}
+
+fn setup_bias(c: &Case, seed: u64, bias: bool) -> Setup {
     let (i, h, b, t, o) = (3, 3, 3, 5, 3);
     // Every-step heads use cross-entropy, last-step heads MSE (and BCE for the Elman cells).
     let loss = match (c.head, c.cell) {
@@ -90,7 +94,8 @@ fn setup(c: &Case, seed: u64) -> Setup {
         (HeadKind::Last, CellKind::RnnTanh | CellKind::RnnRelu) => LossKind::BceWithLogits,
         _ => LossKind::Mse,
     };
-    let cfg = model_cfg(c.cell, i, h, c.layers, c.bidir, c.head, o, loss);
+    let mut cfg = model_cfg(c.cell, i, h, c.layers, c.bidir, c.head, o, loss);
+    cfg.rnn.bias = bias;
     let model = random_model(cfg, seed, 0.8);
     let mut r = rng(seed + 1);
     let nd = if c.bidir { 2 } else { 1 };
@@ -159,6 +164,52 @@ fn full_bptt_gradients_match_finite_differences() {
             let (e, k) = worst(a, b);
             if e > TOL {
                 failures.push(format!("{}: d{what}[{k}] analytic {} vs fd {:?} (rel {e:.2e})", name(c), a[k], b[k]));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
+    assert!(skip.0 * 50 < skip.1, "too many coordinates at ReLU kinks: {skip:?}");
+}
+
+/// Networks without biases (`bias: false`, no `bias_*` tensors), with the
+/// model's buffers first used at another shape (a shorter, smaller batch), so
+/// the backward pass runs in reused workspaces: every gradient against
+/// finite differences.
+#[test]
+fn no_bias_gradients_match_finite_differences_in_reused_buffers() {
+    let mut failures = Vec::new();
+    let mut skip = (0, 0);
+    for (n, c) in cases().iter().filter(|c| c.ragged && c.layers == 2).enumerate() {
+        let s = setup_bias(c, 700 + n as u64, false);
+        assert!(!s.model.table.specs().iter().any(|p| p.name.contains("bias_ih") || p.name.contains("bias_hh")));
+        // Another shape first: 2 sequences of 4 steps, then the test's batch.
+        let (b2, t2) = (2, 4);
+        let x2 = randn_vec(&mut rng(n as u64), b2 * t2 * 3, 1.0);
+        let batch2 = Batch { input: SeqInput::Dense(&x2), batch: b2, seq_len: t2, batch_first: false, lengths: None };
+        let (o2, cache2) = s.model.forward::<Rng64>(&batch2, None, None).unwrap();
+        let dy2 = vec![1.0; o2.y.len()];
+        let mut g2 = vec![0.0; s.model.num_params()];
+        s.model.backward(&cache2, &dy2, None, &mut g2, true).unwrap();
+        s.model.recycle(cache2);
+        let mut grads = vec![0.0; s.model.num_params()];
+        let (out, cache) = s.model.forward::<Rng64>(&s.batch(&s.x), Some(&s.state), None).unwrap();
+        let (_, dy) = s.model.loss(&out.y, s.targets(), &cache).unwrap();
+        let g = s.model.backward(&cache, &dy, None, &mut grads, true).unwrap();
+        let fdp = fd_all(&s.model.params, |p| s.loss(p, &s.x, &s.state));
+        let fdx = fd_all(&s.x, |x| s.loss(&s.model.params, x, &s.state));
+        let fdh =
+            fd_all(&s.state.h, |h| s.loss(&s.model.params, &s.x, &RnnState { h: h.to_vec(), c: s.state.c.clone() }));
+        for (what, a, b) in [("params", &grads, &fdp), ("x", &g.dx, &fdx), ("h0", &g.dh0, &fdh)] {
+            assert_eq!(a.len(), b.len(), "{} {what}", name(c));
+            skipped(b, &mut skip);
+            let (e, k) = worst(a, b);
+            if e > TOL {
+                failures.push(format!(
+                    "{} no bias: d{what}[{k}] analytic {} vs fd {:?} (rel {e:.2e})",
+                    name(c),
+                    a[k],
+                    b[k]
+                ));
             }
         }
     }
