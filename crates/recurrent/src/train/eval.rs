@@ -128,6 +128,7 @@ pub fn evaluate_on(
             let bb = make_batch(src, chunk);
             let (out, cache) = model.forward::<ChaCha8Rng>(&bb.batch(), None, None)?;
             acc.add(model, &out.y, bb.targets(), &model.counted_rows(&cache), scale_of(metric))?;
+            model.recycle(cache);
         }
         Ok(acc)
     })();
@@ -193,6 +194,8 @@ fn stream_acc(model: &Model<f32>, bb: &BatchBuf, k: usize) -> Result<Acc> {
             .collect();
         acc.add(model, &r.output.y, Targets::Class(&tm), &model.counted_rows(&r.cache), &[])?;
         state = stream.state_at(model, w, &r.cache, w.end, &init);
+        // The window's buffers serve the next window.
+        model.recycle(r.cache);
     }
     Ok(acc)
 }

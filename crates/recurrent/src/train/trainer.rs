@@ -601,6 +601,8 @@ impl Run<'_> {
                     stream.window(model, w, Some(&state), Some(&mut self.grads), Some(window_rng)).map(|r| {
                         let next = ws.get(k + 1).map_or(w.end, |n| n.start);
                         state = stream.state_at(model, w, &r.cache, next, &init);
+                        // The window's buffers serve the next window.
+                        model.recycle(r.cache);
                         r.loss as f64
                     })
                 }
