@@ -25,13 +25,14 @@ use super::state::{Counters, RngPosition, RunState};
 use crate::distributed::{agree, shard, Comm, Single, StepReducer};
 use crate::error::{config_err, Error, Result};
 use crate::grad::online::OnlineState;
-use crate::grad::tbptt::{windows, Stream, Window};
+use crate::grad::tbptt::{tbptt_until, windows, Stream, Window, WindowStep};
 use crate::grad::{train_batch, Estimator, EstimatorConfig};
 use crate::model::Model;
 use crate::optim::{clip_grad_norm, clip_grad_value, grad_norm, Optimizer, Scheduler};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+use std::ops::ControlFlow;
 use std::time::Instant;
 
 /// Trains one model; holds everything a resumed run continues from.
@@ -326,6 +327,15 @@ impl Trainer {
     }
 }
 
+/// A rank's part of the parallel streams of a token stream.
+#[derive(Clone, Copy)]
+struct StreamShare {
+    /// The fraction of the streams this rank carries (its weight in each window).
+    share: f64,
+    /// B: all the parallel streams.
+    streams: usize,
+}
+
 /// Statistics since the last metrics line.
 struct Since {
     /// This rank's weighted shares of the step losses.
@@ -559,8 +569,10 @@ impl Run<'_> {
     }
 
     /// Truncated BPTT over the parallel streams of a token stream, one
-    /// optimizer step per window, the state carried (detached) from window
-    /// to window.
+    /// optimizer step per window, through the one truncated-BPTT driver
+    /// (`grad::tbptt::tbptt_until`: the state carried, detached, from window
+    /// to window).
+    #[allow(clippy::too_many_arguments)]
     fn stream_epoch(
         &mut self,
         model: &mut Model<f32>,
@@ -575,58 +587,76 @@ impl Run<'_> {
         // This rank's contiguous share of the parallel streams; every window scores as
         // many steps in each stream, so the rank's weight is its share of the streams.
         let rows = shard(all.b, rank, size);
-        let share = rows.len() as f64 / all.b as f64;
-        let (total_b, seq_len) = (all.b, all.t);
+        let share = StreamShare { share: rows.len() as f64 / all.b as f64, streams: all.b };
+        let seq_len = all.t;
         let bb = if size == 1 { all } else { stream_rows(&all, rows) };
-        let stream = if bb.b > 0 { Some(Stream::new(model, &bb.batch(), bb.targets())) } else { None }.transpose();
-        let stream = stream.map_err(|e| self.reducer.fail(self.comm, p, e))?;
         let ws = windows(seq_len, self.est.truncation);
         self.obs.epoch_start(epoch + 1, self.cfg.epochs, (ws.len() as u64).min(self.budget - counters.step));
-        let init = model.zero_state(bb.b);
-        let mut state = init.clone();
-        for (k, &w) in ws.iter().enumerate() {
-            if counters.step >= self.budget {
-                break;
-            }
-            self.grads.iter_mut().for_each(|g| *g = 0.0);
-            let mut own_rng;
-            let window_rng = if size == 1 {
-                &mut *rng
-            } else {
-                own_rng = self.rank_rng(counters.step);
-                &mut own_rng
-            };
-            let local = match &stream {
-                Some(stream) => {
-                    stream.window(model, w, Some(&state), Some(&mut self.grads), Some(window_rng)).map(|r| {
-                        let next = ws.get(k + 1).map_or(w.end, |n| n.start);
-                        state = stream.state_at(model, w, &r.cache, next, &init);
-                        // The window's buffers serve the next window.
-                        model.recycle(r.cache);
-                        r.loss as f64
-                    })
+        let mut own_rng;
+        let rng = if size == 1 {
+            rng
+        } else {
+            own_rng = self.rank_rng(counters.step);
+            &mut own_rng
+        };
+        if bb.b == 0 {
+            // No stream here (more ranks than streams): take part in each window's update
+            // with nothing to add.
+            let mut g = vec![0.0f32; p];
+            for (index, &window) in ws.iter().enumerate() {
+                g.iter_mut().for_each(|v| *v = 0.0);
+                let step = WindowStep { index, window, loss: 0.0 };
+                if self.window_update(model, &mut g, &step, share, counters, val, epoch)?.is_break() {
+                    break;
                 }
-                None => Ok(0.0),
-            };
-            let loss = local.map_err(|e| self.reducer.fail(self.comm, p, e))?;
-            if size > 1 {
-                self.grads.iter_mut().for_each(|v| *v *= share as f32);
             }
-            let global = self.reducer.reduce(self.comm, &mut self.grads, loss * share)?;
-            let mut grads = std::mem::take(&mut self.grads);
-            let applied = self.update().apply(model, &mut grads, global);
-            self.grads = grads;
-            applied?;
-            self.since.loss_sum += loss * share;
-            self.since.loss_n += 1;
-            self.since.tokens += (w.end - w.score_from) * total_b;
-            counters.step += 1;
-            self.obs.step(&StepInfo { step: counters.step, loss, tokens_per_s: self.since.tokens_per_s() });
-            if self.cfg.val_every.is_some_and(|k| counters.step % k == 0) {
-                self.validate(model, counters, val, epoch)?;
-            }
+            return Ok(());
         }
-        Ok(())
+        let stream = Stream::new(model, &bb.batch(), bb.targets()).map_err(|e| self.reducer.fail(self.comm, p, e))?;
+        // Whether an error came from an update (already agreed by every rank) or from
+        // this rank's own window (the others wait in that window's allreduce).
+        let mut agreed = false;
+        let tr = self.est.truncation;
+        let result = tbptt_until(model, &stream, tr, None, Some(rng), |m, g, step| {
+            let r = self.window_update(m, g, step, share, counters, val, epoch);
+            agreed = r.is_err();
+            r
+        });
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if agreed => Err(e),
+            Err(e) => Err(self.reducer.fail(self.comm, p, e)),
+        }
+    }
+
+    /// One window's optimizer step: this rank's gradient `g` [P] weighted by
+    /// its share, reduced across ranks, then the update; Break once the step
+    /// budget is reached.
+    #[allow(clippy::too_many_arguments)]
+    fn window_update(
+        &mut self,
+        model: &mut Model<f32>,
+        g: &mut [f32],
+        step: &WindowStep,
+        share: StreamShare,
+        counters: &mut Counters,
+        val: TrainData,
+        epoch: usize,
+    ) -> Result<ControlFlow<()>> {
+        if self.comm.size() > 1 {
+            g.iter_mut().for_each(|v| *v *= share.share as f32);
+        }
+        let global = self.reducer.reduce(self.comm, g, step.loss * share.share)?;
+        self.update().apply(model, g, global)?;
+        self.since.loss_sum += step.loss * share.share;
+        self.since.loss_n += 1;
+        self.since.tokens += (step.window.end - step.window.score_from) * share.streams;
+        counters.step += 1;
+        self.obs.step(&StepInfo { step: counters.step, loss: step.loss, tokens_per_s: self.since.tokens_per_s() });
+        if self.cfg.val_every.is_some_and(|k| counters.step % k == 0) {
+            self.validate(model, counters, val, epoch)?;
+        }
+        Ok(if counters.step >= self.budget { ControlFlow::Break(()) } else { ControlFlow::Continue(()) })
     }
 
     /// A validation and a metrics line: after every epoch and every
