@@ -111,11 +111,9 @@ pub fn run(target: Target, input: &[u8], dir: &Path) -> Result<(), String> {
     let result: recurrent::Result<()> = match target {
         Target::CsvForecast => {
             let plain = data::read_table(&path, &CsvOptions::default()).map(|_| ());
-            let dated = data::read_table(
-                &path,
-                &CsvOptions { header: None, delimiter: b',', date_column: Some("0".into()) },
-            )
-            .map(|_| ());
+            let dated =
+                data::read_table(&path, &CsvOptions { header: None, delimiter: b',', date_column: Some("0".into()) })
+                    .map(|_| ());
             if let Err(e) = &dated {
                 check_message(&e.to_string())?;
             }

@@ -12,8 +12,7 @@ use recurrent_cli::fuzz_targets::{run, scratch_dir, seeds, Target};
 const CASES: usize = 3000;
 
 /// Bytes that mean something to one of the formats.
-const INTERESTING: &[u8] =
-    b"\x00\xff\x1b\x07\n\r\t ,;:@#\"'-+.eE0123456789?nN[]{}=TZ/\x08\x0c\x7f\x80\xc3";
+const INTERESTING: &[u8] = b"\x00\xff\x1b\x07\n\r\t ,;:@#\"'-+.eE0123456789?nN[]{}=TZ/\x08\x0c\x7f\x80\xc3";
 
 /// One random mutation of `input` (possibly splicing in `other`).
 fn mutate(rng: &mut ChaCha8Rng, input: &mut Vec<u8>, other: &[u8]) {
@@ -104,7 +103,12 @@ fn mutated_inputs_never_panic_and_fail_with_one_short_clean_line() {
         }
     }
     let _ = std::fs::remove_dir_all(&dir);
-    assert!(failures.is_empty(), "{} failures, first ones:\n{}", failures.len(), failures[..failures.len().min(10)].join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} failures, first ones:\n{}",
+        failures.len(),
+        failures[..failures.len().min(10)].join("\n")
+    );
 }
 
 #[test]

@@ -171,7 +171,18 @@ fn forecast_model(d: &Path) -> (PathBuf, PathBuf) {
     std::fs::write(&data, t).unwrap();
     let out = d.join("o");
     let r = run(&[
-        "train", "--task", "forecast", "--data", s(&data), "--epochs", "1", "--hidden", "4", "--window", "5", "--out",
+        "train",
+        "--task",
+        "forecast",
+        "--data",
+        s(&data),
+        "--epochs",
+        "1",
+        "--hidden",
+        "4",
+        "--window",
+        "5",
+        "--out",
         s(&out),
     ]);
     assert_eq!(r.code, 0, "{}\n{}", r.out, r.err);
@@ -183,8 +194,7 @@ fn rewrite(src: &Path, dst: &Path, meta: impl Fn(&mut serde_json::Value), tensor
     use safetensors::tensor::{Dtype, SafeTensors, TensorView};
     let bytes = std::fs::read(src).unwrap();
     let (_, header) = SafeTensors::read_metadata(&bytes).unwrap();
-    let mut m: serde_json::Value =
-        serde_json::from_str(&header.metadata().as_ref().unwrap()["recurrent"]).unwrap();
+    let mut m: serde_json::Value = serde_json::from_str(&header.metadata().as_ref().unwrap()["recurrent"]).unwrap();
     meta(&mut m);
     let st = SafeTensors::deserialize(&bytes).unwrap();
     let mut owned: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
@@ -262,11 +272,16 @@ fn eval_of_an_infinite_loss_is_an_error() {
     let d = tmp("ck-inf");
     let (ck, data) = forecast_model(&d);
     let bad = d.join("huge.safetensors");
-    rewrite(&ck, &bad, |_| {}, |name, v| {
-        if name == "fc.bias" {
-            v.iter_mut().for_each(|x| *x = 3e38);
-        }
-    });
+    rewrite(
+        &ck,
+        &bad,
+        |_| {},
+        |name, v| {
+            if name == "fc.bias" {
+                v.iter_mut().for_each(|x| *x = 3e38);
+            }
+        },
+    );
     let r = run(&["eval", "--checkpoint", s(&bad), "--data", s(&data)]);
     refused(&r, &["series.csv", "huge.safetensors", "inf"]);
     assert!(!r.out.contains("null"), "{}", r.out);
@@ -316,7 +331,16 @@ fn a_missing_test_data_file_is_refused() {
     std::fs::write(&p, t).unwrap();
     let nosuch = d.join("nosuch.ts");
     let r = run(&[
-        "train", "--task", "ts", "--data", s(&p), "--test-data", s(&nosuch), "--epochs", "1", "--out",
+        "train",
+        "--task",
+        "ts",
+        "--data",
+        s(&p),
+        "--test-data",
+        s(&nosuch),
+        "--epochs",
+        "1",
+        "--out",
         s(&d.join("o")),
     ]);
     refused(&r, &["--test-data", "nosuch.ts"]);
@@ -439,7 +463,17 @@ fn values_that_overflow_after_normalisation_name_the_file() {
     }
     std::fs::write(&p, t).unwrap();
     let r = run(&[
-        "train", "--task", "forecast", "--data", s(&p), "--window", "5", "--epochs", "1", "--out", s(&d.join("o")),
+        "train",
+        "--task",
+        "forecast",
+        "--data",
+        s(&p),
+        "--window",
+        "5",
+        "--epochs",
+        "1",
+        "--out",
+        s(&d.join("o")),
     ]);
     refused(&r, &["big.csv", "too large"]);
 }
@@ -467,7 +501,8 @@ fn a_ts_test_file_with_other_channels_or_labels_is_refused() {
     let two = d.join("two.ts");
     std::fs::write(&two, "@classLabel true a b\n@data\n1,2,3:4,5,6:a\n1,2,3:4,5,6:b\n").unwrap();
     let o = d.join("o");
-    let r = run(&["train", "--task", "ts", "--data", s(&train), "--test-data", s(&two), "--epochs", "1", "--out", s(&o)]);
+    let r =
+        run(&["train", "--task", "ts", "--data", s(&train), "--test-data", s(&two), "--epochs", "1", "--out", s(&o)]);
     refused(&r, &["two.ts", "2 channels"]);
     let other = d.join("other.ts");
     std::fs::write(&other, "@classLabel true a c\n@data\n1,2,3:a\n1,2,3:c\n").unwrap();

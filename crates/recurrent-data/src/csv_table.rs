@@ -112,8 +112,17 @@ pub fn read_table(path: &Path, opts: &CsvOptions) -> Result<Table> {
             if header {
                 return Ok(());
             }
-            return table_row(path, layout.as_ref().expect("set"), &numeric, &mut columns, &mut dates, &mut previous, line, fields)
-                .map(|()| rows += 1);
+            return table_row(
+                path,
+                layout.as_ref().expect("set"),
+                &numeric,
+                &mut columns,
+                &mut dates,
+                &mut previous,
+                line,
+                fields,
+            )
+            .map(|()| rows += 1);
         };
         table_row(path, layout, &numeric, &mut columns, &mut dates, &mut previous, line, fields)?;
         rows += 1;
@@ -147,7 +156,11 @@ fn table_row(
     if let (Some(d), Some(dates)) = (layout.special, dates.as_mut()) {
         let text = &fields[d];
         if text.is_empty() {
-            return Err(data_err(path, Some(line), format!("column \"{}\": empty date", super::echo(&layout.names[d]))));
+            return Err(data_err(
+                path,
+                Some(line),
+                format!("column \"{}\": empty date", super::echo(&layout.names[d])),
+            ));
         }
         previous.check(path, line, text)?;
         dates.push(text.to_string());
@@ -194,8 +207,7 @@ pub fn read_labeled_rows(path: &Path, header: Option<bool>, delimiter: u8, label
                 let first: Vec<String> = fields.iter().map(str::to_string).collect();
                 let l = resolve_layout(path, &first, header, Some(label_column))?;
                 // resolve_layout always resolves a given column or fails.
-                let label =
-                    l.special.ok_or_else(|| data_err(path, None, missing_column(label_column, &l.names)))?;
+                let label = l.special.ok_or_else(|| data_err(path, None, missing_column(label_column, &l.names)))?;
                 if l.names.len() < 2 {
                     return Err(data_err(path, None, "no value columns (the only column is the label column)"));
                 }

@@ -76,8 +76,7 @@ pub fn read_idx(path: &Path) -> Result<Idx> {
             4 + raw.len()
         ));
     }
-    let dims: Vec<usize> =
-        raw.chunks_exact(4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize).collect();
+    let dims: Vec<usize> = raw.chunks_exact(4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize).collect();
     let shape = dims.iter().map(usize::to_string).collect::<Vec<_>>().join("x");
     // checked_mul: a corrupt header could claim more elements than memory.
     let Some(expected) = dims.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d)) else {

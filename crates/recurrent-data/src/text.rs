@@ -275,7 +275,11 @@ pub fn read_token_examples(
         let (layout, label, text) = (&layout.0, layout.1, layout.2);
         let (label_text, body) = (&fields[label], &fields[text]);
         if label_text.is_empty() {
-            return Err(data_err(path, Some(line), format!("column \"{}\": empty label", super::echo(&layout.names[label]))));
+            return Err(data_err(
+                path,
+                Some(line),
+                format!("column \"{}\": empty label", super::echo(&layout.names[label])),
+            ));
         }
         let mut seq = Vec::new();
         let mut push = |tok: &str| -> Result<()> {
@@ -306,7 +310,11 @@ pub fn read_token_examples(
             }
         }
         if seq.is_empty() {
-            return Err(data_err(path, Some(line), format!("column \"{}\": empty text", super::echo(&layout.names[text]))));
+            return Err(data_err(
+                path,
+                Some(line),
+                format!("column \"{}\": empty text", super::echo(&layout.names[text])),
+            ));
         }
         seq.shrink_to_fit();
         out.examples.push(TokenExample { line, label: label_text.to_string(), ids: seq });

@@ -117,7 +117,11 @@ fn parse_header_line(path: &Path, line: usize, content: &str, header: &mut Heade
         match values.first().map(|v| v.to_ascii_lowercase()).as_deref() {
             Some("true") => Ok(true),
             Some("false") => Ok(false),
-            _ => Err(data_err(path, Some(line), format!("@{} needs true or false, found \"{}\"", super::echo(&key), super::echo(&values.join(" "))))),
+            _ => Err(data_err(
+                path,
+                Some(line),
+                format!("@{} needs true or false, found \"{}\"", super::echo(&key), super::echo(&values.join(" "))),
+            )),
         }
     };
     let count = |values: &[&str]| -> Result<usize> {
@@ -126,7 +130,11 @@ fn parse_header_line(path: &Path, line: usize, content: &str, header: &mut Heade
             _ => Err(data_err(
                 path,
                 Some(line),
-                format!("@{} needs a positive integer, found \"{}\"", super::echo(&key), super::echo(&values.join(" "))),
+                format!(
+                    "@{} needs a positive integer, found \"{}\"",
+                    super::echo(&key),
+                    super::echo(&values.join(" "))
+                ),
             )),
         }
     };

@@ -66,7 +66,10 @@ pub struct MemoryEstimate {
 impl MemoryEstimate {
     /// All parts together.
     pub fn total(&self) -> u128 {
-        self.param_bytes.saturating_add(self.grad_bytes).saturating_add(self.optimizer_bytes).saturating_add(self.cache_bytes)
+        self.param_bytes
+            .saturating_add(self.grad_bytes)
+            .saturating_add(self.optimizer_bytes)
+            .saturating_add(self.cache_bytes)
     }
 
     /// [`Error::Memory`] naming `what`, the need and the limit when the
