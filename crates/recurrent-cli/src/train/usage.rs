@@ -362,7 +362,13 @@ fn encode_text(meta: &TaskMeta, text: &str, path: &Path) -> Result<Vec<usize>> {
                 .get(&*c.encode_utf8(&mut buf))
                 .copied()
                 .or(unk)
-                .ok_or_else(|| config_err("character", c, "is not in the model's vocabulary"))
+                .ok_or_else(|| {
+                    data_err(
+                        path,
+                        None,
+                        format!("character \"{}\" is not in the model's vocabulary", data::echo(&c.to_string())),
+                    )
+                })
         })
         .collect()
 }
