@@ -300,6 +300,7 @@ fn a_rank_with_a_corrupt_copy_of_the_data_stops_the_job_with_one_message() {
             "1",
             "--out",
             s(&run),
+            "--overwrite",
         ]
         .map(String::from)
         .to_vec()
@@ -362,7 +363,7 @@ fn a_loss_that_turns_nan_stops_every_rank_with_one_message() {
     let t = Instant::now();
     // The first step's update is astronomically large: the next loss is not finite.
     let out =
-        mpirun().args(["-n", "2", BIN, "train"]).args(common).args(["--epochs", "1", "--lr", "1e30"]).output().unwrap();
+        mpirun().args(["-n", "2", BIN, "train"]).args(common).args(["--epochs", "1", "--lr", "1e30", "--overwrite"]).output().unwrap();
     assert!(!out.status.success());
     assert!(t.elapsed() < Duration::from_secs(20));
     let stderr = String::from_utf8_lossy(&out.stderr);
