@@ -531,6 +531,10 @@ fn bad_input_gives_one_line_and_status_2() {
     fails_with(&["train", "--task", "copy", "--estimator", "rtrl"], &["rtrl", "tokens"]);
     fails_with(&["train", "--estimator", "rtrl", "--hidden", "256", "--memory-limit-mb", "1"], &["memory", "limit"]);
     fails_with(&["train", "--k1", "10", "--k2", "5"], &["k2", "k1"]);
+    fails_with(
+        &["train", "--task", "adding", "--val-fraction", "0", "--out", &s(&d.join("noval"))],
+        &["data.val_fraction", "no validation"],
+    );
     // Sizes from flags are checked against the memory limit (or their own bound) before any allocation.
     let o = s(&d.join("big"));
     fails_with(&["train", "--hidden", "100000", "--out", &o], &["memory limit", "GiB"]);

@@ -362,8 +362,12 @@ fn a_loss_that_turns_nan_stops_every_rank_with_one_message() {
     let _one = one_job();
     let t = Instant::now();
     // The first step's update is astronomically large: the next loss is not finite.
-    let out =
-        mpirun().args(["-n", "2", BIN, "train"]).args(common).args(["--epochs", "1", "--lr", "1e30", "--overwrite"]).output().unwrap();
+    let out = mpirun()
+        .args(["-n", "2", BIN, "train"])
+        .args(common)
+        .args(["--epochs", "1", "--lr", "1e30", "--overwrite"])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(t.elapsed() < Duration::from_secs(20));
     let stderr = String::from_utf8_lossy(&out.stderr);

@@ -232,6 +232,17 @@ pub fn train_with(cfg: &TrainConfig, mode: Mode, obs: &mut dyn Observer, comm: &
     if comm.size() > 1 {
         agree(comm, same_data(comm, cfg, &prep.data))?;
     }
+    let no_val = match val_data {
+        TrainData::Examples(v) => v.is_empty(),
+        TrainData::Stream(v) => v.len() < 2,
+    };
+    if no_val {
+        return Err(config_err(
+            "data.val_fraction",
+            cfg.data.val_fraction,
+            "leaves no validation examples; the best model is chosen on validation (use at least 0.05)",
+        ));
+    }
     let tcfg = trainer_config(cfg, &prep)?;
     check_memory(cfg, &prep, &tcfg)?;
     let mut model = init_model(cfg, &prep)?;

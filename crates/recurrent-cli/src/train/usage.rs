@@ -358,17 +358,13 @@ fn encode_text(meta: &TaskMeta, text: &str, path: &Path) -> Result<Vec<usize>> {
     let mut buf = [0u8; 4];
     text.chars()
         .map(|c| {
-            index
-                .get(&*c.encode_utf8(&mut buf))
-                .copied()
-                .or(unk)
-                .ok_or_else(|| {
-                    data_err(
-                        path,
-                        None,
-                        format!("character \"{}\" is not in the model's vocabulary", data::echo(&c.to_string())),
-                    )
-                })
+            index.get(&*c.encode_utf8(&mut buf)).copied().or(unk).ok_or_else(|| {
+                data_err(
+                    path,
+                    None,
+                    format!("character \"{}\" is not in the model's vocabulary", data::echo(&c.to_string())),
+                )
+            })
         })
         .collect()
 }

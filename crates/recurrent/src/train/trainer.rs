@@ -222,6 +222,17 @@ impl Trainer {
         comm: &dyn Comm,
     ) -> Result<FitReport> {
         let est = self.estimator(&train)?;
+        let no_val = match val {
+            TrainData::Examples(src) => src.is_empty(),
+            TrainData::Stream(ids) => ids.len() < 2,
+        };
+        if no_val {
+            return Err(config_err(
+                "validation data",
+                "empty",
+                "the best model, early stopping and the schedule are decided on validation: give at least one example",
+            ));
+        }
         if est.method.is_online() {
             // Fail early, naming the need and the limit, rather than in the first batch.
             let b = self.cfg.batch;
