@@ -56,7 +56,9 @@ pub fn cell(name: &str) -> Result<CellKind> {
         "rnn" => Ok(CellKind::RnnTanh),
         "lstm" => Ok(CellKind::Lstm),
         "gru" => Ok(CellKind::Gru),
-        other => Err(config_err("cell", other, "expected one of rnn, lstm, gru")),
+        "mingru" => Ok(CellKind::MinGru),
+        "minlstm" => Ok(CellKind::MinLstm),
+        other => Err(config_err("cell", other, "expected one of rnn, lstm, gru, mingru, minlstm")),
     }
 }
 
@@ -65,6 +67,8 @@ fn peer_name(cell: CellKind) -> &'static str {
         CellKind::RnnTanh | CellKind::RnnRelu => "rnn",
         CellKind::Lstm => "lstm",
         CellKind::Gru => "gru",
+        CellKind::MinGru => "mingru",
+        CellKind::MinLstm => "minlstm",
     }
 }
 
@@ -74,7 +78,9 @@ pub fn forward_flops(cell: CellKind, c: &BenchConfig) -> f64 {
     let mut f = 0.0;
     for l in 0..c.layers {
         let i = if l == 0 { c.input } else { c.hidden } as f64;
-        f += 2.0 * b * t * (i + h) * cell.gates() as f64 * h;
+        // Cells without recurrent weights (minGRU, minLSTM) make the input product only.
+        let hr = if cell.recurrent() { h } else { 0.0 };
+        f += 2.0 * b * t * (i + hr) * cell.gates() as f64 * h;
     }
     let out = if c.lm { VOCAB } else { HEAD_OUTPUTS } as f64;
     f + 2.0 * b * if c.lm { t } else { 1.0 } * h * out
@@ -277,12 +283,15 @@ pub fn online_flops(cell: CellKind, estimator: recurrent::grad::online::Estimato
     let sc = recurrent::cells::state_components(cell) as f64;
     let (h, i) = (h as f64, i as f64);
     let s = sc * h;
-    let p = g * h * (i + h + 2.0);
+    // Cells without recurrent weights: no W_hh, one bias, and a per-unit exact RTRL.
+    let (hr, nb) = if cell.recurrent() { (h, 2.0) } else { (0.0, 1.0) };
+    let p = g * h * (i + hr + nb);
     match estimator {
+        E::Rtrl if !cell.recurrent() => 2.0 * sc * p,
         E::Rtrl | E::Snap2 => 2.0 * s * s * p,
         E::Snap1 => 2.0 * sc * p,
         E::Uoro => 2.0 * s * s + 4.0 * p,
-        E::Bptt | E::Tbptt => 3.0 * 2.0 * (i + h) * g * h,
+        E::Bptt | E::Tbptt => 3.0 * 2.0 * (i + hr) * g * h,
     }
 }
 

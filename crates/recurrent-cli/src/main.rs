@@ -168,7 +168,7 @@ struct BenchArgs {
     /// Comma-separated configurations among S, M, L, LM.
     #[arg(long, default_value = "S,M,L,LM")]
     configs: String,
-    /// Comma-separated cells among rnn, lstm, gru.
+    /// Comma-separated cells among rnn, lstm, gru, mingru, minlstm.
     #[arg(long, default_value = "rnn,lstm,gru")]
     cells: String,
     /// Comma-separated thread counts.

@@ -793,3 +793,37 @@ fn training_stops_once_the_goal_is_reached() {
     let v: Vec<f64> = m.iter().map(|l| l["val_metric"].as_f64().unwrap()).collect();
     assert!(v.len() < 20 && *v.last().unwrap() <= 0.5 && v[..v.len() - 1].iter().all(|&x| x > 0.5), "{v:?}");
 }
+
+/// `--cell mingru` and `--cell minlstm` train through the command (BPTT and
+/// the exact element-wise RTRL), store their lucidrains-named projection in
+/// the checkpoint, and the checkpoint evaluates and predicts.
+#[test]
+fn elementwise_cells_train_by_name_and_reload() {
+    let d = tmp("mincells");
+    let data = d.join("series.csv");
+    write(&data, &series_csv(400));
+    let data = data.to_str().unwrap();
+    for (cell, est, proj) in [
+        ("mingru", "bptt", "to_hidden_and_gate"),
+        ("minlstm", "bptt", "to_hidden_and_f_i_gate"),
+        ("minlstm", "rtrl", "to_hidden_and_f_i_gate"),
+    ] {
+        let out = d.join(format!("{cell}-{est}"));
+        let o = out.to_str().unwrap();
+        #[rustfmt::skip]
+        let args = [
+            "--task", "forecast", "--data", data, "--date-column", "date", "--targets", "load", "--window", "12",
+            "--cell", cell, "--estimator", est, "--hidden", "16", "--epochs", "8", "--out", o,
+        ];
+        learns(&format!("{cell} {est}"), &args);
+        let ck = out.join("model.safetensors");
+        let bytes = std::fs::read(&ck).unwrap();
+        let header = String::from_utf8_lossy(&bytes[..bytes.len().min(4096)]).into_owned();
+        assert!(header.contains(&format!("rnn.l0.{proj}.weight")), "{cell}: {header}");
+        assert!(!header.contains("weight_hh"), "{cell}: no recurrent weights");
+        let e = run(&["eval", "--checkpoint", ck.to_str().unwrap(), "--data", data]);
+        assert!(e.status.success(), "{cell} eval: {:?}", text(&e));
+        let p = run(&["predict", "--checkpoint", ck.to_str().unwrap(), "--data", data]);
+        assert!(p.status.success(), "{cell} predict: {:?}", text(&p));
+    }
+}

@@ -48,6 +48,8 @@ pub fn gate_names(cell: CellKind) -> &'static [&'static str] {
         CellKind::RnnTanh | CellKind::RnnRelu => &["h"],
         CellKind::Lstm => &["i", "f", "g", "o"],
         CellKind::Gru => &["r", "z", "n"],
+        CellKind::MinGru => &["h", "z"],
+        CellKind::MinLstm => &["h", "f", "i"],
     }
 }
 
@@ -109,13 +111,16 @@ pub fn diagnose<F: Float>(model: &Model<F>, batch: &Batch<F>, targets: Targets<F
         for d in 0..nd {
             let k = l * nd + d;
             let norms = g.dh_norms[k * t..(k + 1) * t].to_vec();
-            let whh: Vec<f64> = model
-                .table
-                .view(&model.params, model.dirs[k].w_hh)
+            // Cells without recurrent weights (minGRU, minLSTM) have no blocks to measure.
+            let whh: Vec<f64> = model.dirs[k]
+                .w_hh
+                .map(|w| model.table.view(&model.params, w))
+                .unwrap_or(&[])
                 .iter()
                 .map(|v| v.to_f64().unwrap_or(f64::NAN))
                 .collect();
-            let blocks: Vec<&[f64]> = (0..gates).map(|gi| &whh[gi * h * h..(gi + 1) * h * h]).collect();
+            let blocks: Vec<&[f64]> =
+                if whh.is_empty() { vec![] } else { (0..gates).map(|gi| &whh[gi * h * h..(gi + 1) * h * h]).collect() };
             // Saturation per step, in time order, over the rows still running.
             let act = &cache.rnn.dirs[k].act;
             let mut saturation = vec![0.0; t];
@@ -154,6 +159,9 @@ fn saturated(cell: CellKind, gate: usize, a: f64) -> bool {
         CellKind::RnnRelu => return a == 0.0,
         CellKind::Lstm => gate == crate::cells::LstmGate::G as usize,
         CellKind::Gru => gate == crate::cells::GruGate::N as usize,
+        // The candidate g(x) is unbounded above; it saturates only on its sigmoid side, near 0.
+        CellKind::MinGru | CellKind::MinLstm if gate == 0 => return a < 0.05,
+        CellKind::MinGru | CellKind::MinLstm => false,
     };
     if tanh_gate {
         a.abs() > 0.95
@@ -182,14 +190,17 @@ pub fn table(d: &Diagnosis) -> String {
                     l.grad_norms[t - 1],
                     l.ratio_first_last,
                     name,
-                    l.spectral_radius[gi],
-                    l.max_singular[gi],
+                    l.spectral_radius.get(gi).copied().unwrap_or(f64::NAN),
+                    l.max_singular.get(gi).copied().unwrap_or(f64::NAN),
                     mean_sat
                 ));
             } else {
                 s.push_str(&format!(
                     "{:>52}  {:>5}  {:>15.4}  {:>12.4}\n",
-                    "", name, l.spectral_radius[gi], l.max_singular[gi]
+                    "",
+                    name,
+                    l.spectral_radius.get(gi).copied().unwrap_or(f64::NAN),
+                    l.max_singular.get(gi).copied().unwrap_or(f64::NAN)
                 ));
             }
         }

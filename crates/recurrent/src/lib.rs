@@ -2,7 +2,8 @@
 //!
 //! Layout of the crate (shape legend everywhere: B batch, T time, I input,
 //! H hidden, G gates, D directions, L layers, O outputs):
-//! - `cells`: the three cells, each step forward paired with its backward;
+//! - `cells`: the three classic cells and the element-wise minGRU and minLSTM, each step forward
+//!   paired with its backward;
 //! - `network`: stacked / bidirectional layers over padded batches: the one forward sweep
 //!   that training (`rnn_forward`, keeping every step for `rnn_backward`) and inference share;
 //! - `infer`: the forward-only `Runner` (weights packed once, only the latest state kept);

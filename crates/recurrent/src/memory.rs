@@ -101,14 +101,18 @@ fn add(a: u128, b: u128) -> u128 {
 
 /// Number of scalar parameters of `cfg`: the embedding `V x I`, per layer
 /// and direction `G*H x I_l + G*H x H` weights and two `G*H` biases (layer 0
-/// reads `I`, the others `D*H`), and the head `O x D*H + O`. A closed form:
+/// reads `I`, the others `D*H`; cells without recurrent weights, minGRU and
+/// minLSTM, have neither `G*H x H` nor the second bias), and the head
+/// `O x D*H + O`. A closed form:
 /// `num_layers` = 10^9 costs nothing to evaluate.
 pub fn param_count(cfg: &ModelConfig) -> u128 {
     let r = &cfg.rnn;
     let (i, h, l, d) = (r.input_size as u128, r.hidden_size as u128, r.num_layers as u128, r.dirs() as u128);
     let gh = mul(r.cell.gates() as u128, h);
-    let bias = if r.bias { mul(2, gh) } else { 0 };
-    let per_dir = |input: u128| add(add(mul(gh, input), mul(gh, h)), bias);
+    let rec = r.cell.recurrent();
+    let bias = if r.bias { mul(if rec { 2 } else { 1 }, gh) } else { 0 };
+    let whh = if rec { mul(gh, h) } else { 0 };
+    let per_dir = |input: u128| add(add(mul(gh, input), whh), bias);
     let first = if l > 0 { mul(d, per_dir(i)) } else { 0 };
     let rest = mul(mul(l.saturating_sub(1), d), per_dir(mul(d, h)));
     let emb = cfg.vocab.map_or(0, |v| mul(v as u128, i));
@@ -183,7 +187,7 @@ mod tests {
 
     #[test]
     fn param_count_matches_the_models_table() {
-        for cell in [CellKind::RnnTanh, CellKind::Lstm, CellKind::Gru] {
+        for cell in [CellKind::RnnTanh, CellKind::Lstm, CellKind::Gru, CellKind::MinGru, CellKind::MinLstm] {
             for (layers, bi, vocab) in [(1, false, None), (3, true, Some(11)), (2, false, Some(5)), (1, true, None)] {
                 let mut c = cfg(cell, 7, 5, layers, bi, vocab);
                 assert_eq!(param_count(&c), count::<f32>(&c) as u128, "{c:?}");

@@ -299,7 +299,12 @@ impl<F: Float> Model<F> {
                 *v = F::of(normal(rng));
             }
         }
-        for dp in self.dirs.clone() {
+        let recurrent = self.cfg.rnn.cell.recurrent();
+        for (ld, dp) in self.dirs.clone().into_iter().enumerate() {
+            // A cell without recurrent weights has one Linear per layer,
+            // initialised as nn.Linear: U(-1/sqrt(I_l), 1/sqrt(I_l)).
+            let k =
+                if recurrent { k } else { 1.0 / (self.cfg.rnn.layer_input(ld / self.cfg.rnn.dirs()) as f64).sqrt() };
             for idx in dp.indices() {
                 for v in self.table.view_mut(&mut self.params, idx) {
                     *v = F::of(uniform(rng, -k, k));
@@ -323,7 +328,14 @@ impl<F: Float> Model<F> {
                 }
             }
             if init.orthogonal_recurrent {
-                let w = self.table.view_mut(&mut self.params, dp.w_hh);
+                let Some(w_hh) = dp.w_hh else {
+                    return Err(config_err(
+                        "orthogonal_recurrent",
+                        true,
+                        format!("the {} cell has no recurrent weights", self.cfg.rnn.cell.name()),
+                    ));
+                };
+                let w = self.table.view_mut(&mut self.params, w_hh);
                 for gate in 0..g {
                     let q = crate::init::orthogonal(h, rng);
                     for (dst, src) in w[gate * h * h..(gate + 1) * h * h].iter_mut().zip(&q) {
@@ -341,8 +353,10 @@ impl<F: Float> Model<F> {
                 let off = crate::cells::LstmGate::F.offset(h);
                 let bi = self.table.view_mut(&mut self.params, bp.ih);
                 bi[off..off + h].iter_mut().for_each(|v| *v = F::of(fb));
-                let bh = self.table.view_mut(&mut self.params, bp.hh);
-                bh[off..off + h].iter_mut().for_each(|v| *v = F::zero());
+                if let Some(hh) = bp.hh {
+                    let bh = self.table.view_mut(&mut self.params, hh);
+                    bh[off..off + h].iter_mut().for_each(|v| *v = F::zero());
+                }
             }
         }
         Ok(())

@@ -104,8 +104,8 @@ impl RnnConfig {
 pub struct DirParams {
     /// weight_ih [G*H, I_l]
     pub w_ih: usize,
-    /// weight_hh [G*H, H]
-    pub w_hh: usize,
+    /// weight_hh [G*H, H]; `None` for a cell without recurrent weights (minGRU, minLSTM).
+    pub w_hh: Option<usize>,
     /// bias_ih and bias_hh; `None` for a network without biases (`bias: false`).
     pub bias: Option<BiasParams>,
 }
@@ -115,32 +115,44 @@ pub struct DirParams {
 pub struct BiasParams {
     /// bias_ih [G*H]
     pub ih: usize,
-    /// bias_hh [G*H]
-    pub hh: usize,
+    /// bias_hh [G*H]; `None` for a cell without recurrent weights (minGRU, minLSTM).
+    pub hh: Option<usize>,
 }
 
 impl DirParams {
     /// The parameters' indices in table order: weight_ih, weight_hh, then
     /// bias_ih, bias_hh when the network has biases.
     pub fn indices(&self) -> impl Iterator<Item = usize> {
-        [Some(self.w_ih), Some(self.w_hh), self.bias.map(|b| b.ih), self.bias.map(|b| b.hh)].into_iter().flatten()
+        [Some(self.w_ih), self.w_hh, self.bias.map(|b| b.ih), self.bias.and_then(|b| b.hh)].into_iter().flatten()
     }
 }
 
 /// Registers the parameters of `cfg` in `table` under PyTorch's names
 /// (`{prefix}weight_ih_l{k}[_reverse]` ...), in PyTorch's order. Returns one
-/// `DirParams` per (layer, direction), index l*D + d.
+/// `DirParams` per (layer, direction), index l*D + d. A cell without
+/// recurrent weights (minGRU, minLSTM) has one Linear per (layer,
+/// direction), named as lucidrains/minGRU-pytorch names the module:
+/// `{prefix}l{k}[_reverse].to_hidden_and_gate.weight` [G*H, I_l] and `.bias`
+/// [G*H] (`to_hidden_and_f_i_gate` for the minLSTM).
 pub(crate) fn register_params(table: &mut ParamTable, prefix: &str, cfg: &RnnConfig) -> Vec<DirParams> {
     let gh = cfg.cell.gates() * cfg.hidden_size;
     let mut out = Vec::new();
     for l in 0..cfg.num_layers {
         for d in 0..cfg.dirs() {
             let sfx = if d == 1 { "_reverse" } else { "" };
+            if let Some(proj) = cfg.cell.projection_name() {
+                let w_ih = table.push(format!("{prefix}l{l}{sfx}.{proj}.weight"), &[gh, cfg.layer_input(l)]);
+                let bias = cfg
+                    .bias
+                    .then(|| BiasParams { ih: table.push(format!("{prefix}l{l}{sfx}.{proj}.bias"), &[gh]), hh: None });
+                out.push(DirParams { w_ih, w_hh: None, bias });
+                continue;
+            }
             let w_ih = table.push(format!("{prefix}weight_ih_l{l}{sfx}"), &[gh, cfg.layer_input(l)]);
-            let w_hh = table.push(format!("{prefix}weight_hh_l{l}{sfx}"), &[gh, cfg.hidden_size]);
+            let w_hh = Some(table.push(format!("{prefix}weight_hh_l{l}{sfx}"), &[gh, cfg.hidden_size]));
             let bias = cfg.bias.then(|| BiasParams {
                 ih: table.push(format!("{prefix}bias_ih_l{l}{sfx}"), &[gh]),
-                hh: table.push(format!("{prefix}bias_hh_l{l}{sfx}"), &[gh]),
+                hh: Some(table.push(format!("{prefix}bias_hh_l{l}{sfx}"), &[gh])),
             });
             out.push(DirParams { w_ih, w_hh, bias });
         }
@@ -382,12 +394,16 @@ impl<F: Float> PackedNet<F> {
         self.dirs.resize_with(dirp.len(), PackedDir::default);
         for (ld, (dp, pd)) in dirp.iter().zip(&mut self.dirs).enumerate() {
             pd.wih_t.pack(cfg.layer_input(ld / cfg.dirs()), g, table.view(params, dp.w_ih), Tr::T);
-            pd.whh_t.pack(h, g, table.view(params, dp.w_hh), Tr::T);
+            if let Some(w_hh) = dp.w_hh {
+                pd.whh_t.pack(h, g, table.view(params, w_hh), Tr::T);
+            }
             pd.bias_x.clear();
             pd.b_hh.clear();
             if let Some(bp) = dp.bias {
-                let (b_ih, b_hh) = (table.view(params, bp.ih), table.view(params, bp.hh));
+                let b_ih = table.view(params, bp.ih);
                 pd.bias_x.extend_from_slice(b_ih);
+                let Some(hh) = bp.hh else { continue };
+                let b_hh = table.view(params, hh);
                 if apart {
                     pd.b_hh.extend_from_slice(b_hh);
                 } else {
@@ -720,7 +736,7 @@ impl<C: Cell<F>, F: Float> Kernel for ForwardRows<'_, C, F> {
 pub(crate) struct StepWeights<'a, F> {
     /// W_ihᵀ packed [I_l, G*H]
     pub wih_t: &'a Packed<F>,
-    /// W_hhᵀ packed [H, G*H]
+    /// W_hhᵀ packed [H, G*H] (not read for cells without recurrent weights)
     pub whh_t: &'a Packed<F>,
     /// Bias of gx [G*H] or empty (see `PackedDir::bias_x`)
     pub bias_x: &'a [F],
@@ -748,7 +764,9 @@ fn project_step<C: Cell<F>, F: Float>(
     if !w.bias_x.is_empty() {
         add_rows(&mut gx[..m * w.bias_x.len()], w.bias_x);
     }
-    if C::NEEDS_GH {
+    if !C::RECURRENT {
+        // No recurrent weights: the state enters only the cell's own step.
+    } else if C::NEEDS_GH {
         gemm_packed_threads(m, h_prev, w.whh_t, F::zero(), gh, inner);
         if !w.b_hh.is_empty() {
             add_rows(&mut gh[..m * w.b_hh.len()], w.b_hh);
@@ -964,9 +982,10 @@ pub(crate) fn backward_into<F: Float>(
                 let dp = dirp[l * nd + d];
                 let dcache = &cache.dirs[l * nd + d];
                 let w_ih = table.view(params, dp.w_ih);
-                let w_hh = table.view(params, dp.w_hh);
                 let k = (l * nd + d) * b * h;
-                whh.pack(g, h, w_hh, Tr::N);
+                if let Some(w_hh) = dp.w_hh {
+                    whh.pack(g, h, table.view(params, w_hh), Tr::N);
+                }
                 if dh_n.is_empty() {
                     dh.iter_mut().for_each(|v| *v = F::zero());
                 } else {
@@ -1023,12 +1042,17 @@ pub(crate) fn backward_into<F: Float>(
                     out.dh_norms[(l * nd + d) * t_len + t] = if n > 0 { sum / n as f64 } else { 0.0 };
                 }
                 // Weight gradients: one product each over all steps.
-                let [dw_ih, dw_hh] = table.views_mut(grads, [dp.w_ih, dp.w_hh]);
                 // gx = X W_ihᵀ  =>  dW_ih += dgxᵀ X   [G*H, T*B] x [T*B, I]
-                gemm(g, t_len * b, i_l, F::one(), dgx, Tr::T, x_l, Tr::N, F::one(), dw_ih);
+                gemm(g, t_len * b, i_l, F::one(), dgx, Tr::T, x_l, Tr::N, F::one(), table.view_mut(grads, dp.w_ih));
                 // gh_s = h_{s-1} W_hhᵀ  =>  dW_hh += dghᵀ H_prev   [G*H, T*B] x [T*B, H]
                 let h_prev = &dcache.h[..t_len * b * h];
-                if C::NEEDS_GH {
+                let dw_hh: &mut [F] = match dp.w_hh {
+                    Some(w) => table.view_mut(grads, w),
+                    None => &mut [],
+                };
+                if !C::RECURRENT {
+                    // No recurrent weights, nothing to add.
+                } else if C::NEEDS_GH {
                     gemm(g, t_len * b, h, F::one(), dgh, Tr::T, h_prev, Tr::N, F::one(), dw_hh);
                 } else if d == 0 {
                     // dgh = dgx, and time order is processing order.
@@ -1043,9 +1067,10 @@ pub(crate) fn backward_into<F: Float>(
                     gemm(g, t_len * b, h, F::one(), dgx, Tr::T, h_rev, Tr::N, F::one(), dw_hh);
                 }
                 if let Some(bp) = dp.bias {
-                    let [db_ih, db_hh] = table.views_mut(grads, [bp.ih, bp.hh]);
-                    sum_rows_into(db_ih, dgx);
-                    sum_rows_into(db_hh, if C::NEEDS_GH { dgh } else { dgx });
+                    sum_rows_into(table.view_mut(grads, bp.ih), dgx);
+                    if let Some(hh) = bp.hh {
+                        sum_rows_into(table.view_mut(grads, hh), if C::NEEDS_GH { dgh } else { dgx });
+                    }
                 }
                 if need_dx {
                     // dX += dgx W_ih   [T*B, G*H] x [G*H, I]
@@ -1166,8 +1191,10 @@ impl<C: Cell<F>, F: Float> Kernel for BackwardRows<'_, C, F> {
             }
             self.norms[t] = (norm_sum, running);
             // gh = h_prev W_hhᵀ  =>  dh_prev += dgh W_hh   [rows, G*H] x [G*H, H]
-            let dgh_rows: &[F] = if C::NEEDS_GH { dgh_s } else { dgx_t };
-            gemm_packed_threads(m, dgh_rows, self.whh, F::one(), self.dhp, self.inner);
+            if C::RECURRENT {
+                let dgh_rows: &[F] = if C::NEEDS_GH { dgh_s } else { dgx_t };
+                gemm_packed_threads(m, dgh_rows, self.whh, F::one(), self.dhp, self.inner);
+            }
             std::mem::swap(&mut self.dh, &mut self.dhp);
         }
         self.dh0.copy_from_slice(self.dh);

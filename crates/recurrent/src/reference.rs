@@ -46,6 +46,28 @@ pub fn cell_step(
             }
             (hn, cn)
         }
+        CellKind::MinGru => {
+            // Rows: candidate h~ then gate z (`to_hidden_and_gate`); g(x) = x + 0.5 (x >= 0), σ(x) (x < 0).
+            let g = |v: f64| if v >= 0.0 { v + 0.5 } else { sigmoid(v) };
+            let hn = (0..n)
+                .map(|j| {
+                    let z = sigmoid(px(n + j));
+                    (1.0 - z) * h[j] + z * g(px(j))
+                })
+                .collect();
+            (hn, vec![])
+        }
+        CellKind::MinLstm => {
+            // Rows: candidate h~, forget f, input i (`to_hidden_and_f_i_gate`).
+            let g = |v: f64| if v >= 0.0 { v + 0.5 } else { sigmoid(v) };
+            let hn = (0..n)
+                .map(|j| {
+                    let (f, i) = (sigmoid(px(n + j)), sigmoid(px(2 * n + j)));
+                    (f * h[j] + i * g(px(j))) / (f + i)
+                })
+                .collect();
+            (hn, vec![])
+        }
         CellKind::Gru => {
             let mut hn = vec![0.0; n];
             for j in 0..n {
@@ -88,9 +110,9 @@ pub fn rnn_forward_reference(
         for d in 0..nd {
             let dp = model.dirs[l * nd + d];
             let w_ih = model.table.view(&model.params, dp.w_ih);
-            let w_hh = model.table.view(&model.params, dp.w_hh);
+            let w_hh = dp.w_hh.map_or(&[][..], |w| model.table.view(&model.params, w));
             let b_ih = dp.bias.map(|b| model.table.view(&model.params, b.ih));
-            let b_hh = dp.bias.map(|b| model.table.view(&model.params, b.hh));
+            let b_hh = dp.bias.and_then(|b| b.hh).map(|hh| model.table.view(&model.params, hh));
             for b in 0..batch {
                 let k = ((l * nd + d) * batch + b) * h;
                 let mut hs = h0.get(k..k + h).map_or(vec![0.0; h], |v| v.to_vec());

@@ -37,7 +37,7 @@ fn parameter_names_and_shapes_are_pytorchs() {
 
 #[test]
 fn default_init_is_uniform_in_one_over_sqrt_hidden() {
-    for cell in ALL_CELLS {
+    for cell in CLASSIC_CELLS {
         let h = 64;
         let cfg = model_cfg(cell, 16, h, 1, false, HeadKind::Last, 3, LossKind::Mse);
         let m = Model::<f64>::new(cfg, &InitConfig::default(), &mut rng(5)).unwrap();
@@ -52,6 +52,45 @@ fn default_init_is_uniform_in_one_over_sqrt_hidden() {
         assert!((var / (k * k / 3.0) - 1.0).abs() < 0.05, "{cell:?} var {var}");
         let fc = m.table.view(&m.params, m.table.index_of("fc.weight").unwrap());
         assert!(fc.iter().all(|v| v.abs() <= k));
+    }
+}
+
+/// minGRU and minLSTM: one Linear per (layer, direction) under
+/// lucidrains/minGRU-pytorch's module names, rows h~ then the gates, no
+/// recurrent weights; initialised as nn.Linear, U(-1/sqrt(I_l), 1/sqrt(I_l)).
+#[test]
+fn min_cells_have_one_input_projection_named_as_lucidrains() {
+    for (cell, proj, g) in
+        [(CellKind::MinGru, "to_hidden_and_gate", 2), (CellKind::MinLstm, "to_hidden_and_f_i_gate", 3)]
+    {
+        let (i, h) = (16, 5);
+        let cfg = model_cfg(cell, i, h, 2, true, HeadKind::Last, 2, LossKind::Mse);
+        let m = Model::<f64>::new(cfg, &InitConfig::default(), &mut rng(5)).unwrap();
+        let names: Vec<(String, Vec<usize>)> =
+            m.table.specs().iter().map(|s| (s.name.clone(), s.shape.clone())).collect();
+        let mut want = Vec::new();
+        for l in 0..2 {
+            for sfx in ["", "_reverse"] {
+                let il = if l == 0 { i } else { 2 * h };
+                want.push((format!("rnn.l{l}{sfx}.{proj}.weight"), vec![g * h, il]));
+                want.push((format!("rnn.l{l}{sfx}.{proj}.bias"), vec![g * h]));
+            }
+        }
+        want.push(("fc.weight".into(), vec![2, 2 * h]));
+        want.push(("fc.bias".into(), vec![2]));
+        assert_eq!(names, want, "{cell:?}");
+        let w = m.table.view(&m.params, m.table.index_of(&format!("rnn.l0.{proj}.weight")).unwrap());
+        let k = 1.0 / (i as f64).sqrt();
+        assert!(w.iter().all(|v| v.abs() <= k) && w.iter().any(|v| v.abs() > 0.9 * k), "{cell:?}");
+        let w1 = m.table.view(&m.params, m.table.index_of(&format!("rnn.l1.{proj}.weight")).unwrap());
+        let k1 = 1.0 / ((2 * h) as f64).sqrt();
+        assert!(w1.iter().all(|v| v.abs() <= k1) && w1.iter().any(|v| v.abs() > 0.9 * k1), "{cell:?}");
+        // Options about recurrent weights are errors, not silently ignored.
+        let init = InitConfig { orthogonal_recurrent: true, ..InitConfig::default() };
+        let cfg = model_cfg(cell, i, h, 1, false, HeadKind::Last, 2, LossKind::Mse);
+        assert!(Model::<f64>::new(cfg.clone(), &init, &mut rng(9)).is_err(), "{cell:?}");
+        let init = InitConfig { forget_bias: Some(1.0), ..InitConfig::default() };
+        assert!(Model::<f64>::new(cfg, &init, &mut rng(9)).is_err(), "{cell:?}");
     }
 }
 

@@ -1,20 +1,26 @@
-//! The three classic cells as PyTorch defines them. Each cell file pairs the
-//! element-wise step forward with its backward; the matrix products (input
-//! projection for all steps, one fused recurrent product per step) live in
-//! `network`, which drives any cell through the `Cell` trait.
+//! The cells: the three classic ones as PyTorch defines them, and the
+//! element-wise minGRU and minLSTM of Feng et al. (2024), whose gates read
+//! only the input. Each cell file pairs the element-wise step forward with
+//! its backward; the matrix products (input projection for all steps, one
+//! fused recurrent product per step for the cells that have recurrent
+//! weights) live in `network`, which drives any cell through the `Cell` trait.
 //!
 //! Shape legend used across the crate: B batch, T time, I input, H hidden,
-//! G gates (1 Elman, 4 LSTM, 3 GRU), D directions, L layers.
+//! G gates (1 Elman, 4 LSTM, 3 GRU, 2 minGRU, 3 minLSTM), D directions, L layers.
 
 pub mod elman;
 pub mod gru;
 pub mod lstm;
+pub mod mingru;
+pub mod minlstm;
 
 use crate::float::Float;
 
 pub use elman::Elman;
 pub use gru::{Gru, GruGate};
 pub use lstm::{Lstm, LstmGate};
+pub use mingru::{MinGru, MinGruGate};
+pub use minlstm::{MinLstm, MinLstmGate};
 
 crate::choice! {
     /// Which cell a network uses.
@@ -27,6 +33,10 @@ crate::choice! {
         Lstm = "lstm",
         /// GRU, gates r, z, n.
         Gru = "gru",
+        /// minGRU (Feng et al. 2024): h' = (1 - z) h + z g(W_h x + b_h), z = σ(W_z x + b_z); no recurrent weights.
+        MinGru = "mingru" | "min_gru",
+        /// minLSTM (Feng et al. 2024): h' = (f h + i g(W_h x + b_h)) / (f + i), f, i sigmoid gates of x; no recurrent weights.
+        MinLstm = "minlstm" | "min_lstm",
     }
 }
 
@@ -68,6 +78,31 @@ impl CellKind {
         with_cell(self, NeedsGh)
     }
 
+    /// Whether the cell has recurrent weights W_hh (and b_hh): false for the
+    /// element-wise minGRU and minLSTM (`Cell::RECURRENT`).
+    pub fn recurrent(self) -> bool {
+        struct Rec;
+        impl CellFn<f64> for Rec {
+            type Output = bool;
+            fn call<C: Cell<f64>>(self, _: C) -> bool {
+                C::RECURRENT
+            }
+        }
+        with_cell(self, Rec)
+    }
+
+    /// Name of the fused input projection of a cell without recurrent
+    /// weights, as lucidrains/minGRU-pytorch names it
+    /// (`to_hidden_and_gate`, `to_hidden_and_f_i_gate`); `None` for the
+    /// classic cells, whose tensors carry PyTorch's `weight_ih_l{k}` names.
+    pub fn projection_name(self) -> Option<&'static str> {
+        match self {
+            CellKind::MinGru => Some("to_hidden_and_gate"),
+            CellKind::MinLstm => Some("to_hidden_and_f_i_gate"),
+            _ => None,
+        }
+    }
+
     /// Parses the names used by the CLI and the fixtures.
     pub fn parse(s: &str) -> Option<Self> {
         <Self as crate::choice::Choice>::from_name(s)
@@ -98,6 +133,8 @@ pub(crate) fn with_cell<F: Float, W: CellFn<F>>(kind: CellKind, work: W) -> W::O
         CellKind::RnnRelu => work.call(Elman { relu: true }),
         CellKind::Lstm => work.call(Lstm),
         CellKind::Gru => work.call(Gru),
+        CellKind::MinGru => work.call(MinGru),
+        CellKind::MinLstm => work.call(MinLstm),
     }
 }
 
@@ -118,6 +155,12 @@ pub trait Cell<F: Float>: Copy + Send + Sync {
     /// network adds the recurrent product straight into gx, passes a zero
     /// `gh`, and keeps no [T, B, G*H] copy of it for the backward pass.
     const NEEDS_GH: bool = false;
+    /// Whether the cell has recurrent weights W_hh and b_hh. Without them
+    /// (minGRU, minLSTM) the network makes no recurrent product: `gh` is
+    /// zero, `dgh` unused, and the state reaches the next step only through
+    /// the cell's own element-wise recurrence (`step_backward`'s `dh_prev`,
+    /// `step_jacobians`' `dd`), so each unit depends on its own past alone.
+    const RECURRENT: bool = true;
 
     /// One step: writes the gate activations `act` [G*H], the new hidden
     /// state `h` [H] and (LSTM) cell state `c` [H].

@@ -27,6 +27,21 @@
 //! (a unit's own weight rows), SnAp-2 on the two-step pattern (also the rows
 //! of the units that feed it through nonzero recurrent weights, fixed when the
 //! estimator is created).
+//!
+//! Element-wise cells (minGRU, minLSTM: no recurrent weights, `Cell::RECURRENT`
+//! false): each unit's state depends only on its own previous state and its
+//! own rows of the input weights, so D is diagonal and, within a layer, the
+//! influence matrix is block-diagonal: unit j's state depends on unit j's
+//! parameters only. What SnAp-1 keeps is then the whole influence of the
+//! layer, and its update costs O(P) per step, like the forward pass.
+//! - `rtrl` stays exact in every case: for one element-wise layer it keeps
+//!   the block-diagonal influence (O(P) memory and time); for stacked layers
+//!   a unit of layer l depends on every parameter of the layers below, so it
+//!   keeps the dense J^l (O(S P)), as for the classic cells.
+//! - `snap1` on element-wise cells is the per-layer O(P) form (Zucchet et
+//!   al. 2023): exact within each layer, approximate across layers (the
+//!   error reaches a lower layer through the current step only). For one
+//!   layer it equals `rtrl`.
 
 pub use super::learner::{sequence_gradient, OnlineLearner};
 use crate::cells::{with_cell, Cell, CellFn, CellKind};
@@ -81,10 +96,13 @@ struct LayerDims {
     i: usize,
     /// SC * H
     s: usize,
-    /// Offsets of weight_ih, weight_hh and (bias_ih, bias_hh) from the start of the rnn parameters.
+    /// Width of a recurrent weight row: H, or 0 for a cell without recurrent weights.
+    hr: usize,
+    /// Offsets of weight_ih, weight_hh and (bias_ih, bias_hh) from the start
+    /// of the rnn parameters (`None`: a cell without recurrent weights).
     w_ih: usize,
-    w_hh: usize,
-    bias: Option<(usize, usize)>,
+    w_hh: Option<usize>,
+    bias: Option<(usize, Option<usize>)>,
     /// This layer's own parameters: [p0, p1) relative to the rnn start.
     p0: usize,
     p1: usize,
@@ -99,7 +117,7 @@ struct StepJac<F> {
     mh: Vec<F>,
     /// direct d s / d s_prev [H, SC, SC].
     dd: Vec<F>,
-    /// D: d s_t / d s_{t-1} [S, S] (dense estimators and UORO).
+    /// D: d s_t / d s_{t-1} [S, S] (dense estimators and UORO; empty for the per-unit ones).
     a: Vec<F>,
     /// Bx: d s^l_t / d s^{l-1}_t [S, S_{l-1}] (l > 0).
     bx: Vec<F>,
@@ -158,17 +176,24 @@ fn layer_dims<F: Float>(model: &Model<F>) -> Result<(Vec<LayerDims>, usize, usiz
         let last = dp.indices().map(|i| model.table.spec(i).offset + model.table.spec(i).len).max().unwrap_or(0);
         layers.push(LayerDims {
             h: cfg.hidden_size,
+            hr: if dp.w_hh.is_some() { cfg.hidden_size } else { 0 },
             i: cfg.layer_input(l),
             s: sc * cfg.hidden_size,
             w_ih: off(dp.w_ih),
-            w_hh: off(dp.w_hh),
-            bias: dp.bias.map(|b| (off(b.ih), off(b.hh))),
+            w_hh: dp.w_hh.map(off),
+            bias: dp.bias.map(|b| (off(b.ih), b.hh.map(off))),
             p0: off(dp.w_ih),
             p1: last - rnn_off,
         });
         end = end.max(last);
     }
     Ok((layers, rnn_off, end - rnn_off))
+}
+
+/// Whether `method` keeps a per-unit influence: SnAp-1, and exact RTRL of
+/// one layer of an element-wise cell (block-diagonal, see the module doc).
+fn per_unit(method: Estimator, cell: CellKind, layers: usize) -> bool {
+    method == Estimator::Snap1 || (method == Estimator::Rtrl && !cell.recurrent() && layers == 1)
 }
 
 impl<F: Float> OnlineState<F> {
@@ -178,10 +203,12 @@ impl<F: Float> OnlineState<F> {
         let g = model.cfg.rnn.cell.gates();
         let f = std::mem::size_of::<F>();
         let s_tot: usize = layers.iter().map(|l| l.s).sum();
-        let jac: usize = layers.iter().map(|l| l.s * (2 * g + l.s + s_tot + 1) + l.i + l.h).sum::<usize>() * batch;
+        let unit = per_unit(method, model.cfg.rnn.cell, layers.len());
+        let a = |l: &LayerDims| if unit { 0 } else { l.s };
+        let jac: usize = layers.iter().map(|l| l.s * (2 * g + a(l) + s_tot + 1) + l.i + l.h).sum::<usize>() * batch;
         let inf = match method {
+            _ if unit => batch * layers.iter().map(|l| l.s * snap1_width(l, g)).sum::<usize>(),
             Estimator::Rtrl | Estimator::Snap2 => (batch + 1) * s_tot * p,
-            Estimator::Snap1 => batch * layers.iter().map(|l| l.s * g * (l.i + l.h + 2)).sum::<usize>(),
             Estimator::Uoro => batch * (s_tot + p),
             _ => return Err(config_err("estimator", format!("{method:?}"), "is not an online estimator")),
         };
@@ -219,6 +246,7 @@ impl<F: Float> OnlineState<F> {
         let sc = crate::cells::state_components(cell);
         let g = cell.gates();
         let s_tot: usize = layers.iter().map(|l| l.s).sum();
+        let unit = per_unit(method, cell, layers.len());
         let mut jac = Vec::new();
         for _ in 0..batch {
             for (l, d) in layers.iter().enumerate() {
@@ -227,7 +255,7 @@ impl<F: Float> OnlineState<F> {
                     mx: vec![F::zero(); d.s * g],
                     mh: vec![F::zero(); d.s * g],
                     dd: vec![F::zero(); d.h * sc * sc],
-                    a: vec![F::zero(); d.s * d.s],
+                    a: vec![F::zero(); if unit { 0 } else { d.s * d.s }],
                     bx: vec![F::zero(); d.s * s_below],
                     x: vec![F::zero(); d.i],
                     h_prev: vec![F::zero(); d.h],
@@ -236,17 +264,17 @@ impl<F: Float> OnlineState<F> {
         }
         let nl = layers.len();
         let inf = match method {
+            _ if unit => Influence::Snap1 {
+                j: (0..batch * nl)
+                    .map(|k| vec![F::zero(); layers[k % nl].s * snap1_width(&layers[k % nl], g)])
+                    .collect(),
+            },
             Estimator::Rtrl | Estimator::Snap2 => {
                 let j = (0..batch * nl).map(|k| vec![F::zero(); layers[k % nl].s * p]).collect();
                 let spare = layers.iter().map(|l| vec![F::zero(); l.s * p]).collect();
                 let mask = (method == Estimator::Snap2).then(|| snap2_mask(model, &layers, sc, g, p));
                 Influence::Dense { j, spare, cross: method == Estimator::Rtrl, mask }
             }
-            Estimator::Snap1 => Influence::Snap1 {
-                j: (0..batch * nl)
-                    .map(|k| vec![F::zero(); layers[k % nl].s * g * (layers[k % nl].i + layers[k % nl].h + 2)])
-                    .collect(),
-            },
             Estimator::Uoro => Influence::Uoro {
                 s: vec![vec![F::zero(); s_tot]; batch],
                 theta: vec![vec![F::zero(); p]; batch],
@@ -428,7 +456,7 @@ impl<F: Float> OnlineState<F> {
             let (h, gh_w) = (d.h, g * d.h);
             let dc = &cache.dirs[l];
             let w_ih = model.table.view(&model.params, model.dirs[l].w_ih);
-            let w_hh = model.table.view(&model.params, model.dirs[l].w_hh);
+            let w_hh: &[F] = model.dirs[l].w_hh.map_or(&[], |w| model.table.view(&model.params, w));
             let s_below = if l > 0 { self.layers[l - 1].s } else { 0 };
             for b in 0..self.b {
                 let jc = &mut self.jac[b * nl + l];
@@ -462,7 +490,7 @@ impl<F: Float> OnlineState<F> {
                     for j in 0..h {
                         for q in 0..sc {
                             let row = (j * sc + q) * d.s;
-                            for gg in 0..g {
+                            for gg in (0..g).filter(|_| !w_hh.is_empty()) {
                                 let m = jc.mh[(j * sc + q) * g + gg];
                                 if m == F::zero() {
                                     continue;
@@ -514,12 +542,16 @@ fn add_immediate_dense<F: Float>(d: &LayerDims, sc: usize, g: usize, jc: &StepJa
                 for (k, xv) in jc.x.iter().enumerate() {
                     row[d.w_ih + r * d.i + k] += mx * *xv;
                 }
-                for (k, hv) in jc.h_prev.iter().enumerate() {
-                    row[d.w_hh + r * d.h + k] += mh * *hv;
+                if let Some(w_hh) = d.w_hh {
+                    for (k, hv) in jc.h_prev.iter().enumerate() {
+                        row[w_hh + r * d.h + k] += mh * *hv;
+                    }
                 }
                 if let Some((b_ih, b_hh)) = d.bias {
                     row[b_ih + r] += mx;
-                    row[b_hh + r] += mh;
+                    if let Some(b_hh) = b_hh {
+                        row[b_hh + r] += mh;
+                    }
                 }
             }
         }
@@ -548,20 +580,21 @@ fn for_each_layer_delta<F: Float>(
     }
 }
 
-/// Width of a SnAp-1 row: the unit's own weight rows (G x (I + H)) and biases (2G).
+/// Width of a SnAp-1 row: the unit's own weight rows (G x (I + H), G x I
+/// without recurrent weights) and biases (2G).
 fn snap1_width(d: &LayerDims, g: usize) -> usize {
-    g * (d.i + d.h + 2)
+    g * (d.i + d.hr + 2)
 }
 
 /// SnAp-1: J_new[(j,q)] = sum_q' D[(j,q),(j,q')] J_old[(j,q')] + I[(j,q)], on the unit's own rows.
 fn snap1_update<F: Float>(d: &LayerDims, sc: usize, g: usize, jc: &StepJac<F>, jl: &mut [F], params: &[F]) {
     let w = snap1_width(d, g);
-    let w_hh = &params[d.w_hh..d.w_hh + g * d.h * d.h];
+    let w_hh: &[F] = d.w_hh.map_or(&[], |o| &params[o..o + g * d.h * d.h]);
     for (j, rows) in jl.chunks_exact_mut(sc * w).enumerate() {
         // The diagonal block of D for unit j: [SC, SC].
         let mut dj = [F::zero(); 4];
         for q in 0..sc {
-            for gg in 0..g {
+            for gg in (0..g).filter(|_| !w_hh.is_empty()) {
                 dj[q * sc] += jc.mh[(j * sc + q) * g + gg] * w_hh[(gg * d.h + j) * d.h + j];
             }
             for q2 in 0..sc {
@@ -582,10 +615,10 @@ fn snap1_update<F: Float>(d: &LayerDims, sc: usize, g: usize, jc: &StepJac<F>, j
         }
         // Immediate part, laid out per gate: [W_ih row (I) | W_hh row (H) | b_ih | b_hh].
         for (q, row) in rows.chunks_exact_mut(w).enumerate() {
-            for (gg, seg) in row.chunks_exact_mut(d.i + d.h + 2).enumerate() {
+            for (gg, seg) in row.chunks_exact_mut(d.i + d.hr + 2).enumerate() {
                 let (mx, mh) = (jc.mx[(j * sc + q) * g + gg], jc.mh[(j * sc + q) * g + gg]);
                 let (sx, rest) = seg.split_at_mut(d.i);
-                let (sh, sb) = rest.split_at_mut(d.h);
+                let (sh, sb) = rest.split_at_mut(d.hr);
                 for (v, xv) in sx.iter_mut().zip(&jc.x) {
                     *v += mx * *xv;
                 }
@@ -609,17 +642,21 @@ fn snap1_accumulate<F: Float>(d: &LayerDims, sc: usize, g: usize, delta: &[F], j
                 continue;
             }
             let row = &jl[(j * sc + q) * w..(j * sc + q + 1) * w];
-            for (gg, seg) in row.chunks_exact(d.i + d.h + 2).enumerate() {
+            for (gg, seg) in row.chunks_exact(d.i + d.hr + 2).enumerate() {
                 let r = gg * d.h + j;
                 for (gv, v) in g_rnn[d.w_ih + r * d.i..d.w_ih + (r + 1) * d.i].iter_mut().zip(&seg[..d.i]) {
                     *gv += dv * *v;
                 }
-                for (gv, v) in g_rnn[d.w_hh + r * d.h..d.w_hh + (r + 1) * d.h].iter_mut().zip(&seg[d.i..d.i + d.h]) {
-                    *gv += dv * *v;
+                if let Some(w_hh) = d.w_hh {
+                    for (gv, v) in g_rnn[w_hh + r * d.h..w_hh + (r + 1) * d.h].iter_mut().zip(&seg[d.i..d.i + d.h]) {
+                        *gv += dv * *v;
+                    }
                 }
                 if let Some((b_ih, b_hh)) = d.bias {
-                    g_rnn[b_ih + r] += dv * seg[d.i + d.h];
-                    g_rnn[b_hh + r] += dv * seg[d.i + d.h + 1];
+                    g_rnn[b_ih + r] += dv * seg[d.i + d.hr];
+                    if let Some(b_hh) = b_hh {
+                        g_rnn[b_hh + r] += dv * seg[d.i + d.hr + 1];
+                    }
                 }
             }
         }
@@ -634,17 +671,19 @@ fn snap2_mask<F: Float>(model: &Model<F>, layers: &[LayerDims], sc: usize, g: us
     layers
         .iter()
         .map(|d| {
-            let w_hh = &model.params[rnn_off + d.w_hh..rnn_off + d.w_hh + g * d.h * d.h];
+            let w_hh: &[F] = d.w_hh.map_or(&[], |o| &model.params[rnn_off + o..rnn_off + o + g * d.h * d.h]);
             // feeds[j][k]: unit k reaches unit j in one step.
-            let feeds = |j: usize, k: usize| j == k || (0..g).any(|gg| w_hh[(gg * d.h + j) * d.h + k] != F::zero());
+            let feeds = |j: usize, k: usize| {
+                j == k || (!w_hh.is_empty() && (0..g).any(|gg| w_hh[(gg * d.h + j) * d.h + k] != F::zero()))
+            };
             let own = |col: usize, k: usize| -> bool {
                 // Is parameter column `col` in unit k's own rows?
                 let in_rows = |base: usize, width: usize| {
                     col >= base && col < base + g * d.h * width && ((col - base) / width) % d.h == k
                 };
                 in_rows(d.w_ih, d.i)
-                    || in_rows(d.w_hh, d.h)
-                    || d.bias.is_some_and(|(b_ih, b_hh)| in_rows(b_ih, 1) || in_rows(b_hh, 1))
+                    || d.w_hh.is_some_and(|w| in_rows(w, d.h))
+                    || d.bias.is_some_and(|(b_ih, b_hh)| in_rows(b_ih, 1) || b_hh.is_some_and(|b| in_rows(b, 1)))
             };
             let mut m = vec![false; d.s * p];
             for j in 0..d.h {
@@ -717,12 +756,16 @@ fn uoro_update<F: Float>(
                 for (k, xv) in jc.x.iter().enumerate() {
                     nui[d.w_ih + r * d.i + k] += cx * *xv;
                 }
-                for (k, hv) in jc.h_prev.iter().enumerate() {
-                    nui[d.w_hh + r * d.h + k] += ch * *hv;
+                if let Some(w_hh) = d.w_hh {
+                    for (k, hv) in jc.h_prev.iter().enumerate() {
+                        nui[w_hh + r * d.h + k] += ch * *hv;
+                    }
                 }
                 if let Some((b_ih, b_hh)) = d.bias {
                     nui[b_ih + r] += cx;
-                    nui[b_hh + r] += ch;
+                    if let Some(b_hh) = b_hh {
+                        nui[b_hh + r] += ch;
+                    }
                 }
             }
         }

@@ -51,18 +51,34 @@ pub fn fd5_smooth(x: &mut [f64], k: usize, h: f64, mut f: impl FnMut(&[f64]) -> 
     Some(d1 + (d1 - d2) / 15.0)
 }
 
-/// A fingerprint of which ReLU units are active in a forward pass (0 for
-/// smooth cells).
+/// A fingerprint of the pieces of a piecewise-smooth forward pass: which
+/// ReLU units are active, and for minGRU / minLSTM on which side of 0 each
+/// candidate's pre-activation lies (g(x) = x + 0.5 or σ(x), whose slope
+/// jumps at 0); 0 for smooth cells.
 pub fn relu_pattern(model: &Model<f64>, cache: &recurrent::model::ModelCache<f64>) -> u64 {
     use std::hash::{Hash, Hasher};
-    if model.cfg.rnn.cell != CellKind::RnnRelu {
-        return 0;
-    }
+    let cell = model.cfg.rnn.cell;
+    let h = model.cfg.rnn.hidden_size;
     let mut hs = std::collections::hash_map::DefaultHasher::new();
-    for d in &cache.rnn.dirs {
-        for v in &d.act {
-            (*v > 0.0).hash(&mut hs);
+    match cell {
+        CellKind::RnnRelu => {
+            for d in &cache.rnn.dirs {
+                for v in &d.act {
+                    (*v > 0.0).hash(&mut hs);
+                }
+            }
         }
+        CellKind::MinGru | CellKind::MinLstm => {
+            let g = cell.gates() * h;
+            for d in &cache.rnn.dirs {
+                for row in d.act.chunks_exact(g) {
+                    for v in &row[..h] {
+                        (*v >= 0.5).hash(&mut hs);
+                    }
+                }
+            }
+        }
+        _ => return 0,
     }
     hs.finish()
 }
@@ -108,4 +124,9 @@ pub fn randn_vec(r: &mut Rng64, n: usize, scale: f64) -> Vec<f64> {
     (0..n).map(|_| r.gen_range(-scale..scale)).collect()
 }
 
-pub const ALL_CELLS: [CellKind; 4] = [CellKind::RnnTanh, CellKind::RnnRelu, CellKind::Lstm, CellKind::Gru];
+/// Every cell.
+pub const ALL_CELLS: [CellKind; 6] =
+    [CellKind::RnnTanh, CellKind::RnnRelu, CellKind::Lstm, CellKind::Gru, CellKind::MinGru, CellKind::MinLstm];
+
+/// The cells with recurrent weights W_hh (PyTorch's).
+pub const CLASSIC_CELLS: [CellKind; 4] = [CellKind::RnnTanh, CellKind::RnnRelu, CellKind::Lstm, CellKind::Gru];
