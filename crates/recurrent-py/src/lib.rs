@@ -352,7 +352,7 @@ impl Observer for PyObserver {
         self.metric.clone_from(&m.metric);
         if self.verbose {
             let line = format!(
-                "epoch {:>3}  step {:>6}  train_loss {:.5}  val_loss {:.5}  val_{} {:.5}  lr {:.3e}  {:.0} steps/s",
+                "epoch {:>3}  step {:>6}  train_loss {:.5}  val_loss {:.5}  val_{} {:.5}  lr {:.3e}  {:.0} tokens/s",
                 m.epoch, m.step, m.train_loss, m.val_loss, m.metric, m.val_metric, m.lr, m.tokens_per_s
             );
             Python::with_gil(|py| print(py, &line));
