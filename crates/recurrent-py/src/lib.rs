@@ -12,7 +12,7 @@
 
 use numpy::ndarray::{ArrayD, IxDyn};
 use numpy::{Element, IntoPyArray, PyArrayDyn, PyReadonlyArrayDyn, PyUntypedArrayMethods};
-use pyo3::exceptions::{PyFloatingPointError, PyKeyboardInterrupt, PyMemoryError, PyOSError, PyRuntimeError, PyValueError};
+use pyo3::exceptions::{PyFloatingPointError, PyMemoryError, PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use rand::SeedableRng;
@@ -28,6 +28,9 @@ use recurrent::{
 };
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 /// Text of the error a Ctrl-C during `fit` stops the Trainer with.
 const INTERRUPTED: &str = "interrupted by the user (Ctrl-C)";
@@ -325,21 +328,17 @@ struct PyObserver {
     val_metric: Vec<f64>,
     lr: Vec<f64>,
     metric: String,
-    interrupted: bool,
+    /// Set by the thread that called `fit` when Python reports a signal
+    /// (Ctrl-C): the Trainer stops after the current step.
+    stop: Arc<AtomicBool>,
 }
 
 impl Observer for PyObserver {
     fn after_step(&mut self) -> recurrent::Result<()> {
-        let r = Python::with_gil(|py| py.check_signals());
-        match r {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                // Keep the exception the signal handler raised (KeyboardInterrupt) for the caller.
-                Python::with_gil(|py| e.restore(py));
-                self.interrupted = true;
-                Err(Error::Config { what: "fit".into(), value: "stopped".into(), reason: INTERRUPTED.into() })
-            }
+        if self.stop.load(Ordering::Relaxed) {
+            return Err(Error::Config { what: "fit".into(), value: "stopped".into(), reason: INTERRUPTED.into() });
         }
+        Ok(())
     }
 
     fn validation(&mut self, m: &MetricsLine) -> recurrent::Result<()> {
@@ -787,13 +786,42 @@ impl Core {
             val_metric: Vec::new(),
             lr: Vec::new(),
             metric: String::new(),
-            interrupted: false,
+            stop: Arc::new(AtomicBool::new(false)),
         };
-        let result = py.allow_threads(|| {
-            guard(|| {
-                let v = val.as_ref().unwrap_or(&train);
-                trainer.fit(TrainData::Examples(&train), TrainData::Examples(v), &mut obs).map_err(to_py)
-            })
+        // The Trainer runs on a thread of its own while this (the caller's,
+        // usually Python's main) thread waits without the GIL and, every 50
+        // ms, asks Python whether a signal arrived: handlers run only on the
+        // main thread, so Ctrl-C is seen here and passed on as a flag the
+        // observer checks after every step.
+        let stop = obs.stop.clone();
+        let mut signal: Option<PyErr> = None;
+        let result = std::thread::scope(|s| {
+            let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+            let done_rx = std::sync::Mutex::new(done_rx);
+            let (trainer, obs, train, val) = (&mut trainer, &mut obs, &train, &val);
+            let worker = s.spawn(move || {
+                let r = guard(|| {
+                    let v = val.as_ref().unwrap_or(train);
+                    trainer.fit(TrainData::Examples(train), TrainData::Examples(v), obs).map_err(to_py)
+                });
+                let _ = done_tx.send(());
+                r
+            });
+            loop {
+                let finished = py.allow_threads(|| {
+                    done_rx.lock().is_ok_and(|rx| rx.recv_timeout(Duration::from_millis(50)).is_ok())
+                });
+                if finished || worker.is_finished() {
+                    break;
+                }
+                if signal.is_none() {
+                    if let Err(e) = py.check_signals() {
+                        signal = Some(e);
+                        stop.store(true, Ordering::Relaxed);
+                    }
+                }
+            }
+            worker.join().unwrap_or_else(|_| Err(PyRuntimeError::new_err("internal error in recurrent: the training thread panicked")))
         });
         // The model as trained so far, also after an error (the last completed step).
         let trained = if keep_best && result.is_ok() { trainer.best_model() } else { None };
@@ -807,8 +835,8 @@ impl Core {
         hist.set_item(key, obs.val_metric)?;
         hist.set_item("metric", obs.metric)?;
         hist.set_item("lr", obs.lr)?;
-        if obs.interrupted {
-            return Err(PyErr::take(py).unwrap_or_else(|| PyKeyboardInterrupt::new_err(INTERRUPTED)));
+        if let Some(e) = signal {
+            return Err(e);
         }
         result?;
         Ok(hist)
