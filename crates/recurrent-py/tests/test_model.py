@@ -113,7 +113,7 @@ def test_state_dict_round_trip_and_save_load(tmp_path):
     m.save(path)
     back = recurrent.Model.load(path)
     assert np.array_equal(back.predict(x), m.predict(x))
-    assert back.config == m.config and back.task == {"kind": "python"}
+    assert back.config == m.config and back.task == {"task": "python"}
     back64 = recurrent.Model.load(str(path), dtype="float64")
     assert back64.dtype == "float64" and np.allclose(back64.predict(x), m.predict(x), atol=1e-6)
 

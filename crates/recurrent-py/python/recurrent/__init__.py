@@ -206,7 +206,7 @@ class Model:
         """Writes a checkpoint (safetensors, PyTorch names, recurrent's
         metadata), atomically; ``recurrent predict --checkpoint`` and
         ``Model.load`` read it."""
-        self._core.save(_os.fspath(path), _json.dumps(self.task if self.task is not None else {"kind": "python"}))
+        self._core.save(_os.fspath(path), _json.dumps(self.task if self.task is not None else {"task": "python"}))
 
     @classmethod
     def load(cls, path, dtype="float32"):
