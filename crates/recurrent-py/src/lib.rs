@@ -16,9 +16,10 @@ use pyo3::exceptions::{PyFloatingPointError, PyMemoryError, PyOSError, PyRuntime
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use rand::SeedableRng;
+use recurrent::grad::learner::OnlineLearner;
 use recurrent::grad::tbptt::Truncation;
 use recurrent::grad::Estimator;
-use recurrent::optim::OptimizerKind;
+use recurrent::optim::{Optimizer, OptimizerKind};
 use recurrent::train::{
     Clipping, Examples, Inputs, Metric, MetricsLine, Observer, TargetSet, TrainData, Trainer, TrainerConfig,
 };
@@ -430,7 +431,10 @@ fn examples(
                 ));
             }
             if s.len() != 2 || s[0] != n || s[1] != cfg.out_size {
-                return Err(value_err(format!("y has shape {s:?}; expected [{n}, {}] (x has {n} sequences)", cfg.out_size)));
+                return Err(value_err(format!(
+                    "y has shape {s:?}; expected [{n}, {}] (x has {n} sequences)",
+                    cfg.out_size
+                )));
             }
             TargetSet::Real { width: s[1], rows: v.chunks_exact(s[1].max(1)).map(|r| r.to_vec()).collect() }
         }
@@ -821,7 +825,9 @@ impl Core {
                     }
                 }
             }
-            worker.join().unwrap_or_else(|_| Err(PyRuntimeError::new_err("internal error in recurrent: the training thread panicked")))
+            worker.join().unwrap_or_else(|_| {
+                Err(PyRuntimeError::new_err("internal error in recurrent: the training thread panicked"))
+            })
         });
         // The model as trained so far, also after an error (the last completed step).
         let trained = if keep_best && result.is_ok() { trainer.best_model() } else { None };
@@ -859,9 +865,157 @@ fn f64_arr(a: Option<XIn<'_>>) -> PyResult<Option<PyReadonlyArrayDyn<'_, f64>>> 
     }
 }
 
+/// The online learner in one of the two precisions.
+enum Learner {
+    F32(OnlineLearner<f32>),
+    F64(OnlineLearner<f64>),
+}
+
+/// The Rust core of `recurrent.OnlineLearner` (use `recurrent.OnlineLearner`).
+#[pyclass(module = "recurrent._recurrent", name = "_Online")]
+struct Online {
+    learner: Learner,
+}
+
+fn make_learner<F: Float>(
+    model: Model<F>,
+    estimator: &str,
+    optimizer: &str,
+    lr: f64,
+    k: usize,
+    batch: usize,
+    clip_norm: f64,
+    seed: u64,
+) -> PyResult<OnlineLearner<F>> {
+    if !(lr > 0.0 && lr.is_finite()) {
+        return Err(value_err(format!("invalid lr = {lr}: must be a finite number > 0")));
+    }
+    if !(clip_norm >= 0.0 && clip_norm.is_finite()) {
+        return Err(value_err(format!("invalid clip_norm = {clip_norm}: must be a finite number >= 0 (0: off)")));
+    }
+    if batch == 0 {
+        return Err(value_err("invalid batch = 0: must be at least 1"));
+    }
+    let method = Estimator::parse(estimator).map_err(to_py)?;
+    if !method.is_online() {
+        return Err(value_err(format!(
+            "invalid estimator = {estimator:?}: an OnlineLearner takes rtrl, uoro, snap1 or snap2 (bptt and tbptt need whole sequences: use fit)"
+        )));
+    }
+    let opt =
+        Optimizer::new(OptimizerKind::default_for(optimizer, lr).map_err(to_py)?, model.num_params()).map_err(to_py)?;
+    let mut l = OnlineLearner::new(model, opt, method, k, batch, seed, recurrent::grad::online::DEFAULT_MEMORY_LIMIT)
+        .map_err(to_py)?;
+    l.clip_norm = clip_norm;
+    Ok(l)
+}
+
+fn online_step<F: Float + Element>(
+    l: &mut OnlineLearner<F>,
+    x: &[F],
+    y_real: Option<&[F]>,
+    y_class: Option<&[i64]>,
+) -> PyResult<Option<f64>> {
+    let target = match (y_real, y_class) {
+        (Some(r), _) => Some(Targets::Real(r)),
+        (None, Some(c)) => Some(Targets::Class(c)),
+        (None, None) => None,
+    };
+    guard(|| l.step(x, target).map_err(to_py))
+}
+
+#[pymethods]
+impl Online {
+    #[new]
+    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (core, estimator, optimizer, lr, k, batch, clip_norm, seed))]
+    fn new(
+        core: &Core,
+        estimator: &str,
+        optimizer: &str,
+        lr: f64,
+        k: usize,
+        batch: usize,
+        clip_norm: f64,
+        seed: u64,
+    ) -> PyResult<Self> {
+        guard(|| {
+            let learner = match &core.net {
+                Net::F32(m) => {
+                    Learner::F32(make_learner(m.clone(), estimator, optimizer, lr, k, batch, clip_norm, seed)?)
+                }
+                Net::F64(m) => {
+                    Learner::F64(make_learner(m.clone(), estimator, optimizer, lr, k, batch, clip_norm, seed)?)
+                }
+            };
+            Ok(Online { learner })
+        })
+    }
+
+    /// One step: x [B, I]; y real [B, O] or class ids [B], or None.
+    #[pyo3(signature = (x, y))]
+    fn step(&mut self, py: Python<'_>, x: XIn<'_>, y: Option<XIn<'_>>) -> PyResult<Option<f64>> {
+        let class = match &y {
+            Some(XIn::Tok(a)) => Some(slice(a, "y")?),
+            _ => None,
+        };
+        match &mut self.learner {
+            Learner::F32(l) => {
+                let XIn::F32(xa) = &x else { return Err(value_err("x: expected float32 values")) };
+                let real = match &y {
+                    Some(XIn::F32(a)) => Some(slice(a, "y")?),
+                    _ => None,
+                };
+                let xs = slice(xa, "x")?;
+                py.allow_threads(|| online_step(l, xs, real, class))
+            }
+            Learner::F64(l) => {
+                let XIn::F64(xa) = &x else { return Err(value_err("x: expected float64 values")) };
+                let real = match &y {
+                    Some(XIn::F64(a)) => Some(slice(a, "y")?),
+                    _ => None,
+                };
+                let xs = slice(xa, "x")?;
+                py.allow_threads(|| online_step(l, xs, real, class))
+            }
+        }
+    }
+
+    fn running_loss(&self) -> Option<f64> {
+        match &self.learner {
+            Learner::F32(l) => l.running_loss(),
+            Learner::F64(l) => l.running_loss(),
+        }
+    }
+
+    /// (steps, updates).
+    fn counts(&self) -> (u64, u64) {
+        match &self.learner {
+            Learner::F32(l) => l.counts(),
+            Learner::F64(l) => l.counts(),
+        }
+    }
+
+    fn estimator_bytes(&self) -> usize {
+        match &self.learner {
+            Learner::F32(l) => l.estimator_bytes(),
+            Learner::F64(l) => l.estimator_bytes(),
+        }
+    }
+
+    /// A copy of the model as learned so far.
+    fn model(&self) -> Core {
+        match &self.learner {
+            Learner::F32(l) => Core { net: Net::F32(l.model.clone()) },
+            Learner::F64(l) => Core { net: Net::F64(l.model.clone()) },
+        }
+    }
+}
+
 #[pymodule]
 fn _recurrent(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Core>()?;
+    m.add_class::<Online>()?;
     m.add("INTERRUPTED", INTERRUPTED)?;
     Ok(())
 }

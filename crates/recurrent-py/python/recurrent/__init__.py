@@ -17,9 +17,9 @@ import os as _os
 
 import numpy as _np
 
-from ._recurrent import _Core, INTERRUPTED  # noqa: F401
+from ._recurrent import _Core, _Online, INTERRUPTED  # noqa: F401
 
-__all__ = ["Model", "__version__"]
+__all__ = ["Model", "OnlineLearner", "pad_sequences", "__version__"]
 __version__ = "0.1.0"
 
 _CELLS = ("lstm", "gru", "rnn_tanh", "rnn_relu")
@@ -263,3 +263,90 @@ class Model:
             None if clip_value is None else float(clip_value), str(estimator), int(k1), int(k2), str(metric),
             None if patience is None else int(patience), None if max_steps is None else int(max_steps), int(seed),
             int(threads), bool(verbose), bool(keep_best))
+
+
+class OnlineLearner:
+    """Learns from an unbounded stream, one step at a time, with an online
+    gradient estimator: ``rtrl`` (exact real-time recurrent learning),
+    ``uoro``, ``snap1`` or ``snap2``. The weights are updated every ``k``
+    steps with the mean gradient of the scored steps since the last update
+    (``k=1``: fully online), clipped to ``clip_norm`` (0: off). Memory is
+    fixed when the learner is made. It trains a copy of ``model``; the
+    ``model`` property returns the weights learned so far. ``batch``
+    parallel streams; ``seed`` draws the estimators' random signs.
+
+    Example::
+
+        learner = recurrent.OnlineLearner(recurrent.Model(cell="gru", input_size=1, hidden_size=16))
+        for t in range(1000):
+            learner.step([[np.sin(0.3 * t)]], [[np.sin(0.3 * (t + 1))]])
+        learner.running_loss
+    """
+
+    def __init__(self, model, estimator="rtrl", optimizer="adam", lr=1e-2, k=1, batch=1, clip_norm=0.0, seed=0):
+        if not isinstance(model, Model):
+            raise TypeError("OnlineLearner: model must be a recurrent.Model")
+        for name, v in (("k", k), ("batch", batch), ("seed", seed)):
+            if isinstance(v, bool) or not isinstance(v, (int, _np.integer)) or v < 0:
+                raise ValueError(f"invalid {name} = {v!r}: must be a non-negative integer")
+        self._dtype = model.dtype
+        self._classes = model.config["loss"] == "cross_entropy"
+        self._online = _Online(model._core, str(estimator), str(optimizer), float(lr), int(k), int(batch),
+                               float(clip_norm), int(seed))
+
+    def step(self, x, y=None):
+        """One step of every stream: ``x`` [B, I] (or [I] for one stream); ``y``
+        real [B, O] (or [O]), class ids [B], or None (the state advances, no
+        loss). Returns the step's loss, or None without a target."""
+        x = _real(x, self._dtype, "x")
+        if y is not None:
+            y = _ints(y, "y") if self._classes else _real(y, self._dtype, "y")
+        return self._online.step(x, y)
+
+    @property
+    def running_loss(self):
+        """Exponential moving average (factor 0.99) of the per-step loss; None before the first target."""
+        return self._online.running_loss()
+
+    @property
+    def steps(self):
+        """Steps taken."""
+        return self._online.counts()[0]
+
+    @property
+    def updates(self):
+        """Weight updates made."""
+        return self._online.counts()[1]
+
+    @property
+    def estimator_bytes(self):
+        """Bytes the estimator's state holds (constant over the stream)."""
+        return self._online.estimator_bytes()
+
+    @property
+    def model(self):
+        """A copy of the model with the weights learned so far."""
+        return Model._wrap(self._online.model())
+
+
+def pad_sequences(sequences, dtype=None, value=0):
+    """Pads a list of sequences of different lengths, each [T_i, I] (or
+    [T_i] token ids), into one array [N, max T_i, I] (or [N, max T_i]) and
+    their lengths [N] (int64), ready for ``Model.predict(x, lengths)``.
+    ``dtype``: of the padded array (default: the sequences' common dtype);
+    ``value``: what fills the padding (ignored by the model)."""
+    seqs = [_np.asarray(s) for s in sequences]
+    if not seqs:
+        raise ValueError("pad_sequences: no sequences")
+    tails = {s.shape[1:] for s in seqs}
+    if len(tails) != 1 or seqs[0].ndim not in (1, 2):
+        raise ValueError(f"pad_sequences: every sequence must be [T] or [T, I] with the same I; got shapes "
+                         f"{sorted({s.shape for s in seqs})[:4]}")
+    lengths = _np.array([len(s) for s in seqs], dtype=_np.int64)
+    if lengths.min() == 0:
+        raise ValueError(f"pad_sequences: sequence {int(lengths.argmin())} is empty")
+    dt = _np.result_type(*seqs) if dtype is None else _np.dtype(dtype)
+    out = _np.full((len(seqs), int(lengths.max())) + seqs[0].shape[1:], value, dtype=dt)
+    for r, s in enumerate(seqs):
+        out[r, : len(s)] = s
+    return out, lengths

@@ -138,3 +138,43 @@ class Model:
         "metric", "lr"}``. The GIL is released while the engine computes;
         Ctrl-C raises KeyboardInterrupt between two steps, with the model at
         the last completed step."""
+
+class OnlineLearner:
+    """Learns from an unbounded stream one step at a time with an online
+    gradient estimator (``rtrl`` exact, ``uoro``, ``snap1``, ``snap2``),
+    updating the weights every ``k`` steps; trains a copy of ``model``."""
+
+    def __init__(
+        self,
+        model: Model,
+        estimator: Literal["rtrl", "uoro", "snap1", "snap2"] = "rtrl",
+        optimizer: OptimizerName = "adam",
+        lr: float = 1e-2,
+        k: int = 1,
+        batch: int = 1,
+        clip_norm: float = 0.0,
+        seed: int = 0,
+    ) -> None:
+        """A learner over ``batch`` parallel streams (``clip_norm`` 0: no clipping)."""
+    def step(self, x: ArrayLike, y: Optional[ArrayLike] = None) -> Optional[float]:
+        """One step: x [B, I]; y real [B, O], class ids [B] or None. Returns the step's loss (None without y)."""
+    @property
+    def running_loss(self) -> Optional[float]:
+        """Exponential moving average (0.99) of the per-step loss."""
+    @property
+    def steps(self) -> int:
+        """Steps taken."""
+    @property
+    def updates(self) -> int:
+        """Weight updates made."""
+    @property
+    def estimator_bytes(self) -> int:
+        """Bytes the estimator holds (constant over the stream)."""
+    @property
+    def model(self) -> Model:
+        """A copy of the model with the weights learned so far."""
+
+def pad_sequences(
+    sequences: Sequence[ArrayLike], dtype: Optional[npt.DTypeLike] = None, value: Any = 0
+) -> Tuple[np.ndarray, np.ndarray]:
+    """Pads sequences [T_i, I] (or [T_i]) into [N, max T, I] and returns it with the lengths [N] (int64)."""
