@@ -207,6 +207,7 @@ struct Core {
     net: Net,
 }
 
+#[allow(clippy::too_many_arguments)]
 fn parse_cfg(
     cell: &str,
     input_size: usize,
@@ -877,6 +878,7 @@ struct Online {
     learner: Learner,
 }
 
+#[allow(clippy::too_many_arguments)]
 fn make_learner<F: Float>(
     model: Model<F>,
     estimator: &str,
