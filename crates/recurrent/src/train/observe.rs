@@ -67,8 +67,9 @@ pub trait Observer: Send {
     fn epoch_start(&mut self, _epoch: usize, _epochs: usize, _steps: u64) {}
     /// After each optimizer step.
     fn step(&mut self, _s: &StepInfo) {}
-    /// After each step (after `step`): an error stops the run there, with
-    /// the model at the last completed step (a Python binding's Ctrl-C).
+    /// After each step (after `step`) of a one-process run: an error stops
+    /// the run there, with the model at the last completed step (a Python
+    /// binding's Ctrl-C). Not called in a distributed run.
     fn after_step(&mut self) -> Result<()> {
         Ok(())
     }
