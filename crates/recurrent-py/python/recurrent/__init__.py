@@ -19,7 +19,7 @@ import numpy as _np
 
 from ._recurrent import _Core, _Online, INTERRUPTED  # noqa: F401
 
-__all__ = ["Model", "OnlineLearner", "pad_sequences", "__version__"]
+__all__ = ["Model", "OnlineLearner", "pad_sequences", "from_torch", "__version__"]
 __version__ = "0.1.0"
 
 _CELLS = ("lstm", "gru", "rnn_tanh", "rnn_relu")
@@ -216,6 +216,14 @@ class Model:
         core, task = _Core.load(_os.fspath(path), str(dtype))
         return cls._wrap(core, _json.loads(task))
 
+    def to_torch(self):
+        """An equivalent ``torch.nn.Module`` (``emb``, ``rnn``, ``fc``) whose
+        ``forward(x, lengths=None)`` returns what ``predict`` returns; needs
+        torch (ImportError otherwise)."""
+        from .torch_interop import to_torch
+
+        return to_torch(self)
+
     # ---- training ----------------------------------------------------------------------------------------------
     def fit(self, x, y, lengths=None, validation_data=None, epochs=10, batch_size=32, optimizer="adam", lr=5e-3,
             weight_decay=0.0, clip_norm=1.0, clip_value=None, estimator="bptt", k1=50, k2=50, metric="auto",
@@ -350,3 +358,13 @@ def pad_sequences(sequences, dtype=None, value=0):
     for r, s in enumerate(seqs):
         out[r, : len(s)] = s
     return out, lengths
+
+
+def from_torch(module, fc=None, emb=None, head="last", loss="mse", dtype="float32"):
+    """A Model with the weights of PyTorch modules: a module with ``rnn``
+    (nn.RNN/LSTM/GRU), ``fc`` (nn.Linear) and optionally ``emb``
+    (nn.Embedding), or the recurrent module with ``fc=`` (and ``emb=``).
+    Needs torch (ImportError otherwise)."""
+    from .torch_interop import from_torch as _from_torch
+
+    return _from_torch(module, fc=fc, emb=emb, head=head, loss=loss, dtype=dtype)

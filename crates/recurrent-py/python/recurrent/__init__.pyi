@@ -109,6 +109,9 @@ class Model:
     @classmethod
     def load(cls, path: Union[str, os.PathLike], dtype: DType = "float32") -> "Model":
         """Reads a checkpoint written by ``save`` or by ``recurrent train``."""
+    def to_torch(self) -> Any:
+        """An equivalent ``torch.nn.Module`` (``emb``, ``rnn``, ``fc``) whose ``forward(x, lengths=None)``
+        returns what ``predict`` returns. Needs torch (ImportError otherwise)."""
     def fit(
         self,
         x: ArrayLike,
@@ -178,3 +181,10 @@ def pad_sequences(
     sequences: Sequence[ArrayLike], dtype: Optional[npt.DTypeLike] = None, value: Any = 0
 ) -> Tuple[np.ndarray, np.ndarray]:
     """Pads sequences [T_i, I] (or [T_i]) into [N, max T, I] and returns it with the lengths [N] (int64)."""
+
+def from_torch(
+    module: Any, fc: Any = None, emb: Any = None, head: Head = "last", loss: Loss = "mse", dtype: DType = "float32"
+) -> Model:
+    """A Model with the weights of PyTorch modules: a module with ``rnn`` (nn.RNN/LSTM/GRU), ``fc``
+    (nn.Linear) and optionally ``emb`` (nn.Embedding), or the recurrent module with ``fc=`` (and
+    ``emb=``). Needs torch (ImportError otherwise)."""
