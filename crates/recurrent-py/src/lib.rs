@@ -33,6 +33,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Most worker threads `fit` starts (each is an OS thread with its own stack).
+const MAX_THREADS: usize = 1024;
+
 /// Text of the error a Ctrl-C during `fit` stops the Trainer with.
 const INTERRUPTED: &str = "interrupted by the user (Ctrl-C)";
 
@@ -413,6 +416,9 @@ fn examples(
         }
         XIn::F64(_) => return Err(value_err("fit: x must be float32 (the Trainer trains in float32)")),
     };
+    if n == 0 {
+        return Err(value_err("x has no sequences (shape [0, ...]): nothing to train or validate on"));
+    }
     if let Some(l) = &lengths {
         if l.len() != n {
             return Err(value_err(format!("lengths has {} values for {n} sequences", l.len())));
@@ -714,6 +720,9 @@ impl Core {
         verbose: bool,
         keep_best: bool,
     ) -> PyResult<Bound<'py, PyDict>> {
+        if threads > MAX_THREADS {
+            return Err(value_err(format!("invalid threads = {threads}: at most {MAX_THREADS} (0: all cores)")));
+        }
         let Net::F32(model) = &self.net else {
             return Err(value_err(
                 "fit trains in float32 (the Trainer's precision): use a dtype=\"float32\" model (model.astype(\"float32\"))",

@@ -28,6 +28,9 @@ Y = np.zeros((2, 2), np.float32)
     (dict(dropout=1.5), "dropout"),
     (dict(vocab=0), "vocab"),
     (dict(input_size=2.5), "input_size"),
+    (dict(seed=2**70), "seed"),
+    (dict(seed=-1), "seed"),
+    (dict(hidden_size=True), "hidden_size"),
 ])
 def test_bad_model_settings(kw, words):
     with pytest.raises(ValueError, match=words):
@@ -145,6 +148,7 @@ def test_file_errors(tmp_path):
     (dict(validation_data=(X, np.zeros((2, 3)))), ValueError, "shape"),
     (dict(lengths=[3, 5], estimator="rtrl"), ValueError, "equal-length"),
     (dict(epochs=-1), ValueError, "epochs"),
+    (dict(threads=10**6), ValueError, "threads"),
 ])
 def test_bad_fit_settings(kw, exc, words):
     args = dict(epochs=1, batch_size=2, verbose=False)
@@ -162,6 +166,15 @@ def test_fit_refusals_of_model_kinds():
         lstm().fit(X, np.zeros((3, 2)), epochs=1, verbose=False)
     with pytest.raises(ValueError, match="features"):
         lstm().fit(np.zeros((2, 5, 4)), Y, epochs=1, verbose=False)
+    with pytest.raises(ValueError, match="no sequences"):
+        lstm().fit(np.zeros((0, 5, 3)), np.zeros((0, 2)), epochs=1, verbose=False)
+    with pytest.raises(ValueError, match="no sequences"):
+        lstm().fit(X, Y, validation_data=(np.zeros((0, 5, 3)), np.zeros((0, 2))), epochs=1, verbose=False)
+    with pytest.raises(ValueError, match="has no step"):
+        lstm().fit(np.zeros((2, 0, 3)), Y, epochs=1, verbose=False)
+    with pytest.raises(ValueError, match="vocabulary"):
+        recurrent.Model(cell="gru", input_size=2, hidden_size=3, vocab=4, out_size=2, loss="cross_entropy").fit(
+            np.array([[1, 5]]), np.array([1]), epochs=1, verbose=False)
 
 
 def test_divergence_is_a_floating_point_error_and_keeps_the_model_finite():

@@ -46,6 +46,12 @@ def _ints(a, what):
     raise TypeError(f"{what}: dtype {arr.dtype} is not supported; pass integers")
 
 
+def _check_int(name, v):
+    """A non-negative integer that fits the engine's 64-bit sizes and seeds."""
+    if isinstance(v, bool) or not isinstance(v, (int, _np.integer)) or not 0 <= v < 2**64:
+        raise ValueError(f"invalid {name} = {v!r}: must be a non-negative integer below 2**64")
+
+
 def _lengths(lengths):
     if lengths is None:
         return None
@@ -76,11 +82,8 @@ class Model:
                  orthogonal_recurrent=False, xavier_input=False, forget_bias=None):
         dtype = _np.dtype(dtype).name if not isinstance(dtype, str) else dtype
         for name, v in (("input_size", input_size), ("hidden_size", hidden_size), ("num_layers", num_layers),
-                        ("out_size", out_size), ("seed", seed)):
-            if isinstance(v, bool) or not isinstance(v, (int, _np.integer)) or v < 0:
-                raise ValueError(f"invalid {name} = {v!r}: must be a non-negative integer")
-        if vocab is not None and (isinstance(vocab, bool) or not isinstance(vocab, (int, _np.integer)) or vocab < 0):
-            raise ValueError(f"invalid vocab = {vocab!r}: must be a positive integer or None")
+                        ("out_size", out_size), ("seed", seed)) + ((("vocab", vocab),) if vocab is not None else ()):
+            _check_int(name, v)
         self._core = _Core(str(cell), int(input_size), int(hidden_size), int(num_layers), bool(bidirectional),
                            bool(bias), float(dropout), str(head), int(out_size), str(loss),
                            None if vocab is None else int(vocab), str(dtype), int(seed), bool(orthogonal_recurrent),
@@ -254,10 +257,8 @@ class Model:
             raise ValueError(f"invalid estimator = {estimator!r}: expected one of {', '.join(_ESTIMATORS)}")
         ints = {"epochs": epochs, "batch_size": batch_size, "k1": k1, "k2": k2, "seed": seed, "threads": threads}
         for name, v in list(ints.items()) + [("patience", patience), ("max_steps", max_steps)]:
-            if v is None and name in ("patience", "max_steps"):
-                continue
-            if isinstance(v, bool) or not isinstance(v, (int, _np.integer)) or v < 0:
-                raise ValueError(f"invalid {name} = {v!r}: must be a non-negative integer")
+            if v is not None:
+                _check_int(name, v)
         val = None
         if validation_data is not None:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
@@ -295,8 +296,7 @@ class OnlineLearner:
         if not isinstance(model, Model):
             raise TypeError("OnlineLearner: model must be a recurrent.Model")
         for name, v in (("k", k), ("batch", batch), ("seed", seed)):
-            if isinstance(v, bool) or not isinstance(v, (int, _np.integer)) or v < 0:
-                raise ValueError(f"invalid {name} = {v!r}: must be a non-negative integer")
+            _check_int(name, v)
         self._dtype = model.dtype
         self._classes = model.config["loss"] == "cross_entropy"
         self._online = _Online(model._core, str(estimator), str(optimizer), float(lr), int(k), int(batch),
