@@ -494,6 +494,9 @@ impl Observer for FilesObserver<'_> {
     fn step(&mut self, s: &recurrent::train::StepInfo) {
         self.inner.step(s)
     }
+    fn after_step(&mut self) -> Result<()> {
+        self.inner.after_step()
+    }
     fn validation(&mut self, m: &MetricsLine) -> Result<()> {
         if self.lead {
             self.files.metrics(m)?;

@@ -67,6 +67,12 @@ pub trait Observer: Send {
     fn epoch_start(&mut self, _epoch: usize, _epochs: usize, _steps: u64) {}
     /// After each optimizer step.
     fn step(&mut self, _s: &StepInfo) {}
+    /// After each step (after `step`) of a one-process run: an error stops
+    /// the run there, with the model at the last completed step (a Python
+    /// binding's Ctrl-C). Not called in a distributed run.
+    fn after_step(&mut self) -> Result<()> {
+        Ok(())
+    }
     /// After each validation (every epoch, and every `val_every` steps).
     fn validation(&mut self, _m: &MetricsLine) -> Result<()> {
         Ok(())
@@ -94,6 +100,9 @@ impl Observer for Observers<'_> {
     }
     fn step(&mut self, s: &StepInfo) {
         self.0.iter_mut().for_each(|o| o.step(s));
+    }
+    fn after_step(&mut self) -> Result<()> {
+        self.0.iter_mut().try_for_each(|o| o.after_step())
     }
     fn validation(&mut self, m: &MetricsLine) -> Result<()> {
         self.0.iter_mut().try_for_each(|o| o.validation(m))

@@ -522,9 +522,20 @@ impl Run<'_> {
             counters.step += 1;
             let shown = losses.iter().sum::<f64>() / losses.len().max(1) as f64;
             self.obs.step(&StepInfo { step: counters.step, loss: shown, tokens_per_s: self.since.tokens_per_s() });
+            self.after_step()?;
             if self.cfg.val_every.is_some_and(|k| counters.step % k == 0) {
                 self.validate(model, counters, val, epoch)?;
             }
+        }
+        Ok(())
+    }
+
+    /// The observers' check after a step (one-process runs only: in a
+    /// distributed run only rank 0 has observers, and a per-step agreement
+    /// would cost a collective every step).
+    fn after_step(&mut self) -> Result<()> {
+        if self.comm.size() == 1 {
+            self.obs.after_step()?;
         }
         Ok(())
     }
@@ -664,6 +675,7 @@ impl Run<'_> {
         self.since.tokens += (step.window.end - step.window.score_from) * share.streams;
         counters.step += 1;
         self.obs.step(&StepInfo { step: counters.step, loss: step.loss, tokens_per_s: self.since.tokens_per_s() });
+        self.after_step()?;
         if self.cfg.val_every.is_some_and(|k| counters.step % k == 0) {
             self.validate(model, counters, val, epoch)?;
         }
