@@ -350,6 +350,9 @@ fn run_train(a: &cli_train::TrainArgs) -> Result<()> {
     println!("best model: validation {} {:.5}{base}", s.metric, s.best_val.metric);
     if s.metric == "bpc" {
         println!("            validation loss {:.4} nats/char = {:.4} bits/char", s.best_val.loss, s.best_val.metric);
+    } else if s.metric != "mse" {
+        // The best model is the epoch with the lowest validation loss, which need not have the best metric.
+        println!("            chosen by the lowest validation loss ({:.5})", s.best_val.loss);
     }
     if let Some(t) = s.test {
         let tb = s.test_baseline.as_ref().map_or(String::new(), |(what, v)| format!("  ({what}: {v:.5})"));

@@ -79,6 +79,8 @@ fn the_default_run_beats_the_naive_baseline_and_writes_its_files() {
     let so = text(&o).0;
     let test_line = so.lines().find(|l| l.trim_start().starts_with("test rmse")).unwrap_or_else(|| panic!("{so}"));
     assert!(test_line.contains("(naive last value: "), "{test_line}");
+    // The summary says how the best model was chosen (its metric need not be the best one seen).
+    assert!(so.contains("chosen by the lowest validation loss ("), "{so}");
     for f in ["model.safetensors", "metrics.jsonl", "loss.svg", "forecast.svg", "config.toml", "state.safetensors"] {
         assert!(out.join(f).exists(), "{f} missing");
     }
