@@ -368,9 +368,9 @@ impl TrainConfig {
     /// planned number of epochs. The error names the flag and the value the
     /// run was made with.
     pub fn check_resume(&self, now: &TrainConfig) -> Result<()> {
-        let (was, is) = (serde_json::to_value(self), serde_json::to_value(now));
-        let (Ok(was), Ok(is)) = (was, is) else { return Ok(()) };
-        let at = |v: &serde_json::Value, key: &str| key.split('.').fold(Some(v.clone()), |v, k| v?.get(k).cloned());
+        let json = |c: &TrainConfig| serde_json::to_value(c).map_err(|e| config_err("config", "", e.to_string()));
+        let (was, is) = (json(self)?, json(now)?);
+        let at = |v: &serde_json::Value, key: &str| key.split('.').try_fold(v, |v, k| v.get(k)).cloned();
         for opt in OPTIONS {
             let (a, b) = (at(&was, opt.key), at(&is, opt.key));
             if a != b && !RESUME_MAY_CHANGE.contains(&opt.key) {

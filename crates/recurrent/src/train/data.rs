@@ -92,7 +92,7 @@ impl BatchBuf {
     /// step; ignored classes do not count.
     pub fn scored(&self, ws: &[Window]) -> Vec<usize> {
         let per_step = !self.class.is_empty() && self.class.len() == self.b * self.t && self.t > 1;
-        let width = if self.b == 0 { 0 } else { self.real.len() / self.b };
+        let width = self.real.len().checked_div(self.b).unwrap_or(0);
         ws.iter()
             .map(|w| {
                 let scores = |s: usize| (w.score_from..w.end).contains(&s);

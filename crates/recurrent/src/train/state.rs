@@ -118,9 +118,12 @@ fn f32_bytes(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
+/// Tensors to serialise: (name, shape, little-endian f32 bytes).
+type RawTensors = Vec<(String, Vec<usize>, Vec<u8>)>;
+
 impl RunState {
     /// The tensors and the run metadata.
-    fn parts(&self) -> (Vec<(String, Vec<usize>, Vec<u8>)>, RunMeta) {
+    fn parts(&self) -> (RawTensors, RunMeta) {
         let p = self.params.len();
         let mut tensors = vec![("params".to_string(), vec![p], f32_bytes(&self.params))];
         if let Some(b) = &self.best {

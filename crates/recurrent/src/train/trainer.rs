@@ -523,7 +523,7 @@ impl Run<'_> {
             let shown = losses.iter().sum::<f64>() / losses.len().max(1) as f64;
             self.obs.step(&StepInfo { step: counters.step, loss: shown, tokens_per_s: self.since.tokens_per_s() });
             self.after_step()?;
-            if self.cfg.val_every.is_some_and(|k| counters.step % k == 0) {
+            if self.cfg.val_every.is_some_and(|k| counters.step.is_multiple_of(k)) {
                 self.validate(model, counters, val, epoch)?;
             }
         }
@@ -676,7 +676,7 @@ impl Run<'_> {
         counters.step += 1;
         self.obs.step(&StepInfo { step: counters.step, loss: step.loss, tokens_per_s: self.since.tokens_per_s() });
         self.after_step()?;
-        if self.cfg.val_every.is_some_and(|k| counters.step % k == 0) {
+        if self.cfg.val_every.is_some_and(|k| counters.step.is_multiple_of(k)) {
             self.validate(model, counters, val, epoch)?;
         }
         Ok(if counters.step >= self.budget { ControlFlow::Break(()) } else { ControlFlow::Continue(()) })
