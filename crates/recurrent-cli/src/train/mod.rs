@@ -24,11 +24,11 @@ use recurrent::grad::tbptt::Truncation;
 use recurrent::memory::{self, Workload};
 use recurrent::model::{InitConfig, Model, ModelConfig};
 use recurrent::network::RnnConfig;
-use recurrent::optim::{OptimizerKind, OptimizerName, Schedule, ScheduleName};
+use recurrent::optim::{Optimizer, OptimizerKind, Schedule, ScheduleName};
 pub use recurrent::train::{
     evaluate, evaluate_data, make_batch, BatchBuf, DataSource, EpochEnd, Evaluation, MetricsLine, Observer, Silent,
 };
-use recurrent::train::{Clipping, Metric, RunState, TrainData, Trainer, TrainerConfig};
+use recurrent::train::{Clipping, RunState, TrainData, Trainer, TrainerConfig};
 use std::path::{Path, PathBuf};
 use task::{Prepared, TaskData, TaskMeta};
 
@@ -108,17 +108,6 @@ fn schedule(cfg: &TrainConfig) -> Schedule {
     }
 }
 
-/// The metric validations report for a task.
-fn metric(p: &Prepared) -> Metric {
-    match p.shape.metric {
-        "accuracy" => Metric::Accuracy,
-        "bpc" => Metric::Bpc,
-        "mse" => Metric::Mse,
-        "rmse" => Metric::Rmse { scale: p.meta.target_norm.as_ref().map(|n| n.std.clone()).unwrap_or_default() },
-        _ => Metric::Loss,
-    }
-}
-
 /// The Trainer's settings a training config implies. The training RNG is
 /// seeded with `seed + 1` (the initialisation uses `seed`).
 pub fn trainer_config(cfg: &TrainConfig, p: &Prepared) -> Result<TrainerConfig> {
@@ -141,7 +130,7 @@ pub fn trainer_config(cfg: &TrainConfig, p: &Prepared) -> Result<TrainerConfig> 
         stop_at: t.stop_at,
         on_nan: t.on_nan,
         val_every: some(t.val_every),
-        metric: metric(p),
+        metric: task::metric_of(cfg.task, p.meta.target_norm.as_ref()),
         seed: cfg.seed.wrapping_add(1),
         threads: t.threads,
     })
@@ -232,11 +221,7 @@ pub fn train_with(cfg: &TrainConfig, mode: Mode, obs: &mut dyn Observer, comm: &
     if comm.size() > 1 {
         agree(comm, same_data(comm, cfg, &prep.data))?;
     }
-    let no_val = match val_data {
-        TrainData::Examples(v) => v.is_empty(),
-        TrainData::Stream(v) => v.len() < 2,
-    };
-    if no_val {
+    if val_data.is_empty() {
         return Err(config_err(
             "data.val_fraction",
             cfg.data.val_fraction,
@@ -291,7 +276,7 @@ pub fn train_with(cfg: &TrainConfig, mode: Mode, obs: &mut dyn Observer, comm: &
         out_dir: out,
         best_val,
         test,
-        metric: prep.shape.metric.to_string(),
+        metric: m.name().to_string(),
         baseline: prep.baseline,
         test_baseline: prep.test_baseline,
         epochs_run: report.epochs_run,
@@ -308,10 +293,8 @@ fn check_memory(cfg: &TrainConfig, prep: &Prepared, tcfg: &TrainerConfig) -> Res
         TaskData::Examples { train, .. } => (0..train.len()).map(|i| train.seq_len(i)).max().unwrap_or(1),
         TaskData::Stream { .. } => tcfg.truncation.k2,
     };
-    let slots = match cfg.train.optimizer {
-        OptimizerName::Sgd | OptimizerName::Adagrad => 1,
-        OptimizerName::Rmsprop | OptimizerName::Adam | OptimizerName::Adamw => 3,
-    };
+    // The optimizer's own slot count, from one of no parameters.
+    let slots = Optimizer::<f32>::new(tcfg.optimizer.clone(), 0)?.slots.len();
     let work = Workload { batch: cfg.train.batch, seq_len, elem_bytes: 4, optimizer_slots: slots };
     memory::estimate(&model_config(cfg, prep)?, &work)
         .check("training this model (train.memory_limit_mb / --memory-limit-mb)", tcfg.memory_limit as u128)

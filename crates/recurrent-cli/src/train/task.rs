@@ -11,6 +11,7 @@ use rand::SeedableRng;
 use recurrent::error::{config_err, data_err, Result};
 use recurrent::loss::LossKind;
 use recurrent::model::HeadKind;
+use recurrent::train::Metric;
 use recurrent_data::{self as data, CsvOptions, Vocab};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -91,8 +92,6 @@ pub struct TaskShape {
     pub head: HeadKind,
     pub out_size: usize,
     pub loss: LossKind,
-    /// What the validation metric is called (rmse, accuracy, bpc, mse).
-    pub metric: &'static str,
 }
 
 /// The task's data, its model shape and its metadata; plus a baseline to beat.
@@ -147,6 +146,21 @@ pub(crate) fn check_finite(path: &Path, ex: &Examples) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The metric a task's validations report, for training and for `eval`
+/// alike: rmse in data units (`target_norm` undone) for forecasts, accuracy
+/// for classes, bits per character for the language model, the MSE for the
+/// adding problem.
+pub fn metric_of(task: Task, target_norm: Option<&Norm>) -> Metric {
+    match task {
+        Task::Forecast | Task::MackeyGlass => {
+            Metric::Rmse { scale: target_norm.map(|n| n.std.clone()).unwrap_or_default() }
+        }
+        Task::Classify | Task::Ts | Task::Mnist | Task::Tokens | Task::Copy => Metric::Accuracy,
+        Task::Charlm => Metric::Bpc,
+        Task::Adding => Metric::Mse,
+    }
 }
 
 /// Prepares the data of `cfg.task`.
@@ -364,7 +378,6 @@ fn forecast(
             head: HeadKind::Last,
             out_size: h * targets.len(),
             loss: LossKind::Mse,
-            metric: "rmse",
         },
         meta: TaskMeta {
             input_columns: inputs.iter().map(|&c| names[c].clone()).collect(),
@@ -453,7 +466,6 @@ fn sequences(
             head: HeadKind::Last,
             out_size: classes.len(),
             loss: LossKind::CrossEntropy,
-            metric: "accuracy",
         },
         meta: TaskMeta { classes, channel_norm: Some(norm), ..empty_meta(cfg) },
         baseline: Some(("majority class (train)".into(), majority)),
@@ -561,7 +573,6 @@ fn mnist(cfg: &TrainConfig, dir: &Path) -> Result<Prepared> {
             head: HeadKind::Last,
             out_size: 10,
             loss: LossKind::CrossEntropy,
-            metric: "accuracy",
         },
         meta: TaskMeta {
             classes: (0..10).map(|d| d.to_string()).collect(),
@@ -638,7 +649,6 @@ fn tokens(cfg: &TrainConfig, path: &Path, rng: &mut rand_chacha::ChaCha8Rng) -> 
             head: HeadKind::Last,
             out_size: classes.len(),
             loss: LossKind::CrossEntropy,
-            metric: "accuracy",
         },
         meta: TaskMeta { classes, vocab: Some(vocab), ..empty_meta(cfg) },
         baseline: Some(("majority class (train)".into(), majority)),
@@ -682,7 +692,6 @@ fn charlm(cfg: &TrainConfig, path: &Path) -> Result<Prepared> {
             head: HeadKind::Every,
             out_size: v,
             loss: LossKind::CrossEntropy,
-            metric: "bpc",
         },
         meta: TaskMeta { vocab: Some(vocab), ..empty_meta(cfg) },
         baseline: Some(("uniform over the vocabulary (bits/char)".into(), (v as f64).log2())),
@@ -721,14 +730,7 @@ fn adding(cfg: &TrainConfig, rng: &mut rand_chacha::ChaCha8Rng) -> Result<Prepar
             val: ex.select(&all[ntr..ntr + nv]),
             test: ex.select(&all[ntr + nv..]),
         },
-        shape: TaskShape {
-            input_size: 2,
-            vocab: None,
-            head: HeadKind::Last,
-            out_size: 1,
-            loss: LossKind::Mse,
-            metric: "mse",
-        },
+        shape: TaskShape { input_size: 2, vocab: None, head: HeadKind::Last, out_size: 1, loss: LossKind::Mse },
         meta: empty_meta(cfg),
         // Always answering 1 (the mean of the sum of two U(0,1)) has MSE 1/6.
         baseline: Some(("constant 1.0 (MSE)".into(), 1.0 / 6.0)),
@@ -758,7 +760,6 @@ fn copy(cfg: &TrainConfig, rng: &mut rand_chacha::ChaCha8Rng) -> Result<Prepared
             head: HeadKind::Every,
             out_size: vocab,
             loss: LossKind::CrossEntropy,
-            metric: "accuracy",
         },
         meta: empty_meta(cfg),
         baseline: Some(("chance over the symbols".into(), 1.0 / cfg.data.symbols as f64)),

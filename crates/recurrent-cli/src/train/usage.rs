@@ -8,7 +8,7 @@ use rand_chacha::ChaCha8Rng;
 use recurrent::checkpoint;
 use recurrent::error::{config_err, data_err, Result};
 use recurrent::model::{Batch, Model, SeqInput};
-use recurrent::train::{evaluate, evaluate_stream, make_batch, DataSource, Evaluation, Metric};
+use recurrent::train::{evaluate, evaluate_stream, make_batch, DataSource, Evaluation};
 use recurrent_data::{self as data, CsvOptions};
 use std::path::Path;
 
@@ -322,14 +322,8 @@ fn mnist_examples(l: &Loaded, dir: &Path) -> Result<Examples> {
 /// Loss and metric of a checkpoint on a data file (forecast, classify, ts, tokens, charlm) or an
 /// MNIST folder (its t10k test files).
 pub fn eval(l: &Loaded, path: &Path, batch: usize) -> Result<(Evaluation, String)> {
-    let metric = match l.meta.task.as_str() {
-        "forecast" | "mackey-glass" => {
-            Metric::Rmse { scale: l.meta.target_norm.as_ref().map(|n| n.std.clone()).unwrap_or_default() }
-        }
-        "classify" | "ts" | "tokens" | "mnist" => Metric::Accuracy,
-        "charlm" => Metric::Bpc,
-        _ => Metric::Mse,
-    };
+    let task: super::config::Task = l.meta.task.parse()?;
+    let metric = super::task::metric_of(task, l.meta.target_norm.as_ref());
     let ev = match l.meta.task.as_str() {
         "forecast" | "mackey-glass" => evaluate(&l.model, &forecast_windows(&l.meta, path, true)?.0, batch, &metric)?,
         "classify" | "ts" => evaluate(&l.model, &labelled(&l.meta, path, true)?.0, batch, &metric)?,

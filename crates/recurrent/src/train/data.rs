@@ -149,6 +149,15 @@ pub enum TrainData<'a> {
 }
 
 impl TrainData<'_> {
+    /// Whether there is nothing to train or validate on: no example, or a
+    /// stream without one next-token target.
+    pub fn is_empty(&self) -> bool {
+        match self {
+            TrainData::Examples(src) => src.is_empty(),
+            TrainData::Stream(ids) => ids.len() < 2,
+        }
+    }
+
     /// FNV-1a over every value.
     pub fn fingerprint(&self) -> u64 {
         let mut h = 0xcbf2_9ce4_8422_2325u64;

@@ -38,13 +38,36 @@ use std::time::Instant;
 /// Trains one model; holds everything a resumed run continues from.
 pub struct Trainer {
     cfg: TrainerConfig,
-    model: Model<f32>,
     opt: Optimizer<f32>,
+    core: Core,
+}
+
+/// What a run carries from epoch to epoch besides its settings and its
+/// optimizer (apart, so that a `fit` borrows the optimizer and the rest
+/// at once).
+struct Core {
+    model: Model<f32>,
     sched: Scheduler,
     rng: ChaCha8Rng,
     rng_seed: u64,
     counters: Counters,
     best: Option<Vec<f32>>,
+}
+
+impl Core {
+    /// The whole resumable state, with the optimizer `opt`.
+    fn state(&self, opt: &Optimizer<f32>) -> RunState {
+        RunState {
+            params: self.model.params.clone(),
+            slots: opt.slots.clone(),
+            optimizer_step: opt.step,
+            optimizer_lr: opt.lr,
+            scheduler: self.sched.clone(),
+            rng: RngPosition::of(self.rng_seed, &self.rng),
+            counters: self.counters.clone(),
+            best: self.best.clone(),
+        }
+    }
 }
 
 /// What a call to [`Trainer::fit`] did.
@@ -70,16 +93,15 @@ impl Trainer {
         cfg.validate()?;
         let opt = Optimizer::new(cfg.optimizer.clone(), model.num_params())?;
         let sched = Scheduler::new(cfg.schedule.clone(), cfg.optimizer.lr())?;
-        Ok(Trainer {
+        let core = Core {
             rng: ChaCha8Rng::seed_from_u64(cfg.seed),
             rng_seed: cfg.seed,
-            cfg,
             model,
-            opt,
             sched,
             counters: Counters::default(),
             best: None,
-        })
+        };
+        Ok(Trainer { cfg, opt, core })
     }
 
     /// Continues the run saved in `state`: `model` gives the configuration
@@ -88,7 +110,7 @@ impl Trainer {
     /// and the counters come from the state.
     pub fn resume(model: Model<f32>, cfg: TrainerConfig, state: RunState) -> Result<Self> {
         let mut t = Trainer::new(model, cfg)?;
-        let p = t.model.num_params();
+        let p = t.core.model.num_params();
         if state.params.len() != p {
             return Err(config_err("state.params", state.params.len(), format!("the model has {p} parameters")));
         }
@@ -102,40 +124,26 @@ impl Trainer {
         if state.best.as_ref().is_some_and(|b| b.len() != p) {
             return Err(config_err("state.best", "size", format!("the model has {p} parameters")));
         }
-        t.model.params = state.params;
+        t.core.model.params = state.params;
         t.opt.slots = state.slots;
         t.opt.step = state.optimizer_step;
         t.opt.lr = state.optimizer_lr;
-        t.sched = state.scheduler;
-        t.rng = state.rng.rng();
-        t.rng_seed = state.rng.seed;
-        t.counters = state.counters;
-        t.best = state.best;
+        t.core.sched = state.scheduler;
+        t.core.rng = state.rng.rng();
+        t.core.rng_seed = state.rng.seed;
+        t.core.counters = state.counters;
+        t.core.best = state.best;
         Ok(t)
     }
 
     /// The whole resumable state, as it stands.
     pub fn state(&self) -> RunState {
-        self.state_with(&self.opt)
-    }
-
-    /// The state with the optimizer `opt` (borrowed apart while a `fit` runs).
-    fn state_with(&self, opt: &Optimizer<f32>) -> RunState {
-        RunState {
-            params: self.model.params.clone(),
-            slots: opt.slots.clone(),
-            optimizer_step: opt.step,
-            optimizer_lr: opt.lr,
-            scheduler: self.sched.clone(),
-            rng: RngPosition::of(self.rng_seed, &self.rng),
-            counters: self.counters.clone(),
-            best: self.best.clone(),
-        }
+        self.core.state(&self.opt)
     }
 
     /// The model as trained so far.
     pub fn model(&self) -> &Model<f32> {
-        &self.model
+        &self.core.model
     }
 
     /// The settings.
@@ -145,14 +153,14 @@ impl Trainer {
 
     /// Epochs, steps, best loss, patience.
     pub fn counters(&self) -> &Counters {
-        &self.counters
+        &self.core.counters
     }
 
     /// The model with the best validation loss of the run (None before the
     /// first finite validation loss).
     pub fn best_model(&self) -> Option<Model<f32>> {
-        self.best.as_ref().map(|p| {
-            let mut m = self.model.clone();
+        self.core.best.as_ref().map(|p| {
+            let mut m = self.core.model.clone();
             m.params.clone_from(p);
             m
         })
@@ -222,11 +230,7 @@ impl Trainer {
         comm: &dyn Comm,
     ) -> Result<FitReport> {
         let est = self.estimator(&train)?;
-        let no_val = match val {
-            TrainData::Examples(src) => src.is_empty(),
-            TrainData::Stream(ids) => ids.len() < 2,
-        };
-        if no_val {
+        if val.is_empty() {
             return Err(config_err(
                 "validation data",
                 "empty",
@@ -236,8 +240,8 @@ impl Trainer {
         if est.method.is_online() {
             // Fail early, naming the need and the limit, rather than in the first batch.
             let b = self.cfg.batch;
-            OnlineState::<f32>::new(&self.model, est.method, b, est.memory_limit, 0)?;
-            let need = OnlineState::<f32>::memory_needed(&self.model, est.method, b)?;
+            OnlineState::<f32>::new(&self.core.model, est.method, b, est.memory_limit, 0)?;
+            let need = OnlineState::<f32>::memory_needed(&self.core.model, est.method, b)?;
             obs.info(&format!(
                 "{}: the estimator's state for batch {b} needs {:.2} MiB (limit {} MiB)",
                 est.method,
@@ -245,95 +249,77 @@ impl Trainer {
                 est.memory_limit >> 20
             ));
         }
-        let cfg = self.cfg.clone();
-        let mut opt = std::mem::replace(&mut self.opt, Optimizer::new(cfg.optimizer.clone(), 0)?);
-        let result = self.epochs(train, val, obs, comm, est, &cfg, &mut opt);
-        self.opt = opt;
-        result
-    }
-
-    /// The epochs of one `fit`, with the optimizer borrowed apart.
-    #[allow(clippy::too_many_arguments)]
-    fn epochs(
-        &mut self,
-        train: TrainData,
-        val: TrainData,
-        obs: &mut dyn Observer,
-        comm: &dyn Comm,
-        est: EstimatorConfig,
-        cfg: &TrainerConfig,
-        opt: &mut Optimizer<f32>,
-    ) -> Result<FitReport> {
+        let (cfg, c) = (&self.cfg, &mut self.core);
         let mut run = Run {
             cfg,
-            opt,
+            opt: &mut self.opt,
             obs,
             comm,
             reducer: StepReducer::new(),
-            grads: vec![0.0; self.model.num_params()],
+            grads: vec![0.0; c.model.num_params()],
             since: Since::new(),
             watch: Watch::default(),
             est,
-            budget: self.cfg.max_steps.unwrap_or(u64::MAX),
-            rng_seed: self.rng_seed,
+            budget: cfg.max_steps.unwrap_or(u64::MAX),
+            rng_seed: c.rng_seed,
         };
         let mut report = FitReport {
             epochs_run: 0,
-            steps: self.counters.step,
+            steps: c.counters.step,
             last: None,
-            best_val: self.counters.best_val,
-            stopped_early: self.counters.stopped_early,
+            best_val: c.counters.best_val,
+            stopped_early: c.counters.stopped_early,
         };
-        let first = if self.counters.stopped_early { self.cfg.epochs } else { self.counters.epoch };
-        for epoch in first..self.cfg.epochs {
-            if self.counters.step >= run.budget {
+        let first = if c.counters.stopped_early { cfg.epochs } else { c.counters.epoch };
+        for epoch in first..cfg.epochs {
+            if c.counters.step >= run.budget {
                 break;
             }
-            run.opt.lr = self.sched.lr;
+            run.opt.lr = c.sched.lr;
             report.epochs_run += 1;
             match train {
                 TrainData::Examples(src) => {
-                    run.examples_epoch(&mut self.model, &mut self.rng, &mut self.counters, src, val, epoch)?
+                    run.examples_epoch(&mut c.model, &mut c.rng, &mut c.counters, src, val, epoch)?
                 }
                 TrainData::Stream(ids) => {
-                    run.stream_epoch(&mut self.model, &mut self.rng, &mut self.counters, ids, val, epoch)?
+                    run.stream_epoch(&mut c.model, &mut c.rng, &mut c.counters, ids, val, epoch)?
                 }
             }
-            let ev = run.validate(&self.model, &mut self.counters, val, epoch)?;
+            let ev = run.validate(&c.model, &mut c.counters, val, epoch)?;
             report.last = Some(ev);
-            self.sched.step(Some(ev.loss));
-            let improved = self.counters.best_val.is_none_or(|b| ev.loss < b) && ev.loss.is_finite();
+            c.sched.step(Some(ev.loss));
+            let improved = c.counters.best_val.is_none_or(|b| ev.loss < b) && ev.loss.is_finite();
             if improved {
-                self.counters.best_val = Some(ev.loss);
-                self.counters.bad_epochs = 0;
-                self.best = Some(self.model.params.clone());
+                c.counters.best_val = Some(ev.loss);
+                c.counters.bad_epochs = 0;
+                c.best = Some(c.model.params.clone());
             } else {
-                self.counters.bad_epochs += 1;
+                c.counters.bad_epochs += 1;
             }
-            let reached = self.cfg.stop_at.is_some_and(|goal| self.cfg.metric.reaches(ev.metric, goal));
-            let patience_out = self.cfg.patience.is_some_and(|p| self.counters.bad_epochs >= p);
-            self.counters.epoch = epoch + 1;
-            self.counters.stopped_early = reached || patience_out;
-            let state = self.state_with(run.opt);
-            let end = EpochEnd { epoch: epoch + 1, improved, state: &state, model: &self.model };
+            let reached = cfg.stop_at.is_some_and(|goal| cfg.metric.reaches(ev.metric, goal));
+            let patience_out = cfg.patience.is_some_and(|p| c.counters.bad_epochs >= p);
+            c.counters.epoch = epoch + 1;
+            c.counters.stopped_early = reached || patience_out;
+            let state = c.state(run.opt);
+            let end = EpochEnd { epoch: epoch + 1, improved, state: &state, model: &c.model };
             agree(comm, run.obs.epoch_end(&end))?;
             if reached {
-                let goal = self.cfg.stop_at.unwrap_or(f64::NAN);
+                let goal = cfg.stop_at.unwrap_or(f64::NAN);
                 run.obs.info(&format!(
                     "stop: validation {} {:.5} reached the goal {goal}",
-                    self.cfg.metric.name(),
+                    cfg.metric.name(),
                     ev.metric
                 ));
                 break;
             }
             if patience_out {
-                run.obs.warn(&format!("early stop: no validation improvement for {} epochs", self.counters.bad_epochs));
+                run.obs.warn(&format!("early stop: no validation improvement for {} epochs", c.counters.bad_epochs));
                 break;
             }
         }
-        report.steps = self.counters.step;
-        report.best_val = self.counters.best_val;
-        report.stopped_early = self.counters.stopped_early;
+        report.steps = c.counters.step;
+        report.best_val = c.counters.best_val;
+        report.stopped_early = c.counters.stopped_early;
         Ok(report)
     }
 }
